@@ -1,0 +1,104 @@
+"""Gaussian centre labels and per-image training targets (§III-A, §III-B, Fig. 2).
+
+Coordinates are continuous: pixel column j spans [j, j + 1) and its centre is j + 0.5. A box's centre in output
+coordinates c = centre / stride is assigned to the cell floor(c); at stride 4 the offset c - floor(c) is a target
+of the `reg` head; at stride 1 there is no offset head and the decoder places the centre at the cell's middle.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def gaussian_radius(height: float, width: float, min_overlap: float = 0.3) -> float:
+    """§III-A: largest corner shift r keeping IoU ≥ min_overlap with the box (CornerNet [21], roots fixed)."""
+    h, w, m = float(height), float(width), float(min_overlap)
+    # Case 1: one corner inside, one outside: r² - (h+w) r + hw(1-m)/(1+m) = 0.
+    b1, c1 = h + w, w * h * (1 - m) / (1 + m)
+    r1 = (b1 - math.sqrt(b1 ** 2 - 4 * c1)) / 2
+    # Case 2: both corners inside: 4r² - 2(h+w) r + (1-m) hw = 0.
+    b2, c2 = 2 * (h + w), (1 - m) * w * h
+    r2 = (b2 - math.sqrt(b2 ** 2 - 16 * c2)) / 8
+    # Case 3: both corners outside: 4m r² + 2m(h+w) r + (m-1) hw = 0.
+    b3, c3 = 2 * m * (h + w), (m - 1) * w * h
+    r3 = (-b3 + math.sqrt(b3 ** 2 - 16 * m * c3)) / (8 * m)
+    return min(r1, r2, r3)
+
+
+def gaussian_radius_official(height: float, width: float, min_overlap: float = 0.7) -> float:
+    """The radius as CornerNet/CenterNet's released code computes it: '+' roots and no division by 2a (a known bug).
+
+    Kept only so the Gaussian-labels notebook can show the difference; training uses `gaussian_radius`.
+    """
+    h, w, m = float(height), float(width), float(min_overlap)
+    b1, c1 = h + w, w * h * (1 - m) / (1 + m)
+    r1 = (b1 + math.sqrt(b1 ** 2 - 4 * c1)) / 2
+    b2, c2 = 2 * (h + w), (1 - m) * w * h
+    r2 = (b2 + math.sqrt(b2 ** 2 - 16 * c2)) / 2
+    b3, c3 = -2 * m * (h + w), (m - 1) * w * h
+    r3 = (b3 + math.sqrt(b3 ** 2 - 16 * m * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def gaussian_sigma(radius: int, rule: str = "paper") -> float:
+    """σ of the label Gaussian: r/3 as §III-A states, or CenterNet's (2r+1)/6 with rule="centernet"."""
+    if rule == "paper":
+        return radius / 3
+    if rule == "centernet":
+        return (2 * radius + 1) / 6
+    raise ValueError(f"unknown sigma rule {rule!r}; use 'paper' or 'centernet'")
+
+
+def draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int, sigma: float) -> None:
+    """Splat exp(-(x²+y²)/2σ²) of half-size `radius` at (cx, cy) into `heatmap` in place, merging by maximum."""
+    if sigma <= 0:  # a zero radius leaves only the positive point itself
+        heatmap[cy, cx] = 1.0
+        return
+    d = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(d[None, :] ** 2 + d[:, None] ** 2) / (2 * sigma ** 2))  # (2r+1, 2r+1), g[r, r] == 1 exactly
+    H, W = heatmap.shape
+    x0, x1 = max(0, cx - radius), min(W, cx + radius + 1)  # clipped where the box touches the border
+    y0, y1 = max(0, cy - radius), min(H, cy + radius + 1)
+    patch = g[y0 - cy + radius:y1 - cy + radius, x0 - cx + radius:x1 - cx + radius]
+    np.maximum(heatmap[y0:y1, x0:x1], patch.astype(heatmap.dtype), out=heatmap[y0:y1, x0:x1])
+
+
+def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: int = 32, min_overlap: float = 0.3,
+           sigma_rule: str = "paper") -> dict[str, torch.Tensor]:
+    """One image's targets (§III-A, §III-B): heatmap, and at each centre `wh`, `reg` offset, flat `ind`, `mask`.
+
+    `boxes` are (N, 4) x1 y1 x2 y2 in input pixels. Boxes are clipped to the image; empty, inverted or non-finite
+    ones are skipped and counted in `n_skipped`; boxes beyond `max_objs` are dropped and counted in `n_dropped`.
+    """
+    H, W = output_size
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    heatmap = np.zeros((H, W), dtype=np.float32)
+    wh = np.zeros((max_objs, 2), dtype=np.float32)
+    reg = np.zeros((max_objs, 2), dtype=np.float32)
+    ind = np.zeros(max_objs, dtype=np.int64)
+    mask = np.zeros(max_objs, dtype=np.float32)
+    skipped = dropped = k = 0
+    for x1, y1, x2, y2 in b / stride:
+        if not np.isfinite([x1, y1, x2, y2]).all():
+            skipped += 1
+            continue
+        x1, x2 = np.clip([x1, x2], 0, W)
+        y1, y2 = np.clip([y1, y2], 0, H)
+        w, h = x2 - x1, y2 - y1
+        if w <= 0 or h <= 0:
+            skipped += 1
+            continue
+        if k == max_objs:
+            dropped += 1
+            continue
+        c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        ci = np.minimum(np.floor(c).astype(np.int64), [W - 1, H - 1])  # a centre on the far edge stays inside
+        radius = max(0, int(gaussian_radius(h, w, min_overlap)))
+        draw_gaussian(heatmap, int(ci[0]), int(ci[1]), radius, gaussian_sigma(radius, sigma_rule))
+        wh[k], reg[k], ind[k], mask[k] = (w, h), c - ci, ci[1] * W + ci[0], 1.0
+        k += 1
+    return {"heatmap": torch.from_numpy(heatmap)[None], "wh": torch.from_numpy(wh), "reg": torch.from_numpy(reg),
+            "ind": torch.from_numpy(ind), "mask": torch.from_numpy(mask),
+            "n_skipped": torch.tensor(skipped), "n_dropped": torch.tensor(dropped)}

@@ -1,0 +1,144 @@
+"""Where and how code runs: device and precision choice, seeding, provenance, atomic files, checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository root, whatever the working directory
+
+
+class CheckpointError(ValueError):
+    """A file that is not a crackcore checkpoint, or one of another variant."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA when present, else CPU; an explicit choice that cannot be honoured is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return dev
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 dot products (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_precision(device: torch.device, precision: str = "auto") -> str:
+    """bf16 autocast where the hardware supports it, else fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` ('fp32' disables it)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(device: torch.device | None = None, precision: str | None = None) -> dict:
+    """What a result needs next to it to be reproducible: versions, commit, machine, device, precision."""
+    import torchvision
+
+    info = {"crackcore": __import__("crackcore").__version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "git_commit": git_commit(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+    if device is not None:
+        info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    if precision is not None:
+        info["precision"] = precision
+    return info
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write via `write(tmp_path)` to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_json(path: str | Path, obj) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomic torch.save of a dict of tensors and plain values (loadable with weights_only=True)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, variant: str | None = None) -> dict:
+    """torch.load(weights_only=True) a crackcore checkpoint, checking it names the expected variant."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or a pickle that needs arbitrary code: never unpickle it
+        raise CheckpointError(f"{path} is not a readable crackcore checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "model" not in state or "variant" not in state:
+        raise CheckpointError(f"{path} is not a crackcore checkpoint (no 'model'/'variant' entries)")
+    if variant is not None and state["variant"] != variant:
+        raise CheckpointError(f"{path} holds a '{state['variant']}' model, not '{variant}'")
+    return state
+
+
+def load_model(path: str | Path, variant: str | None = None, device: str | torch.device = "cpu"):
+    """Build the checkpoint's variant and load its weights (fp16 checkpoints are widened to fp32)."""
+    from .models import build_model
+
+    state = load_checkpoint(path, variant)
+    model = build_model(state["variant"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
+    return model.to(device).eval(), state

@@ -1,0 +1,220 @@
+"""Training (§IV-B): Adam, batch 16, 25 epochs, lr 2.5e-4 dropped ×0.1 after epoch 20, loss eq. (5).
+
+A run lives in one folder: `last.pt` (written atomically after every epoch), `history.jsonl` (one line per epoch),
+`model.pt` (the final fp32 weights) and `config.json`. Every epoch seeds its own shuffling and augmentation from
+(seed, epoch), so a run resumed from any epoch's checkpoint ends with the same weights as one never stopped.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import CrackDataset, load_records
+from .labels import encode
+from .losses import LossConfig, centernet_loss
+from .models import INPUT_SIZE, STRIDE, build_model
+from .runtime import autocast, load_checkpoint, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; the CLI's `train` flags and notebook 03's parameters map onto these fields."""
+
+    variant: str = "modified_aff"
+    data: str = "data/synth"  # synthetic root (with train.json), a COCO JSON file, or a Pascal VOC folder
+    out: str = "runs/modified_aff"
+    epochs: int = 25
+    batch_size: int = 16
+    lr: float = 2.5e-4
+    lr_drop_epoch: int = 20  # lr × lr_drop_factor from this epoch on (0-based: epochs 21–25 of 25)
+    lr_drop_factor: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = 0
+    limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
+    augment: bool = True
+    imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
+    max_objs: int = 32
+    min_overlap: float = 0.3
+    sigma_rule: str = "paper"
+    cls_weight: float = 1.0
+    wh_weight: float = 0.1
+    off_weight: float = 1.0
+
+    def loss(self) -> LossConfig:
+        return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+    return TrainConfig(**d)
+
+
+def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
+            sigma_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
+    images = torch.stack([img for img, _ in batch])  # (B, 3, S, S)
+    enc = [encode(b, output_size, stride, max_objs=max_objs, min_overlap=min_overlap, sigma_rule=sigma_rule)
+           for _, b in batch]
+    targets = {k: torch.stack([e[k] for e in enc]) for k in enc[0]}
+    targets["boxes"] = [b for _, b in batch]
+    return images, targets
+
+
+def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distributed: tuple[int, int] | None = None):
+    """A DataLoader whose order and augmentation depend only on (seed, epoch), never on earlier epochs."""
+    size, stride = INPUT_SIZE[cfg.variant], STRIDE[cfg.variant]
+    ds = CrackDataset(records, size, train=train and cfg.augment)
+    col = partial(collate, output_size=(size // stride, size // stride), stride=stride, max_objs=cfg.max_objs,
+                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule)
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    sampler = None
+    if distributed is not None:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(ds, num_replicas=distributed[1], rank=distributed[0], shuffle=train,
+                                     seed=cfg.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    n = len(ds) if sampler is None else len(sampler)
+    # BatchNorm cannot train on a last batch of one image; dropping it loses one image per epoch at most.
+    drop_last = train and n % cfg.batch_size == 1
+    return DataLoader(ds, cfg.batch_size, shuffle=train and sampler is None, sampler=sampler, generator=g,
+                      num_workers=cfg.workers, collate_fn=col, drop_last=drop_last,
+                      worker_init_fn=partial(_seed_worker, base=cfg.seed * 1_000 + epoch),
+                      persistent_workers=False)
+
+
+def _seed_worker(worker_id: int, base: int) -> None:
+    seed_everything(base * 64 + worker_id)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """§IV-B: 2.5e-4, then 2.5e-5 from the 21st epoch."""
+    return cfg.lr * (cfg.lr_drop_factor if epoch >= cfg.lr_drop_epoch else 1.0)
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so the last written checkpoint stays the truth."""
+
+    def __init__(self):
+        self.hit = False
+
+    def __enter__(self):
+        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: int = 0, world: int = 1) -> Path:
+    """Train one Table I variant per `cfg`; returns the run folder. `resume` continues (or skips) a matching run."""
+    out = Path(cfg.out)
+    ckpt_path = out / "last.pt"
+    device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
+    precision = pick_precision(device, cfg.precision)
+    start = 0
+    seed_everything(cfg.seed)
+    model = build_model(cfg.variant, cfg.imagenet or None).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if ckpt_path.exists():
+        if not resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        state = load_checkpoint(ckpt_path, cfg.variant)
+        if state["config"] != asdict(cfg):
+            diff = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
+            raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["epoch"]
+        if start >= cfg.epochs:
+            return out
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    records = load_records(cfg.data, "train")
+    if cfg.limit:
+        records = records[:cfg.limit]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    info = provenance(device, precision)
+    with _Interrupt() as stop:
+        for epoch in range(start, cfg.epochs):
+            stats = _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress and rank == 0,
+                           (rank, world) if world > 1 else None)
+            if stop.hit:
+                warnings.warn(f"interrupted in epoch {epoch + 1}; {ckpt_path} holds epoch {epoch}; resume with --resume")
+                break
+            if rank == 0:
+                raw = model.module if world > 1 else model
+                save_checkpoint(ckpt_path, {"model": raw.state_dict(), "optimizer": opt.state_dict(),
+                                            "scheduler": {"epoch": epoch + 1, "lr": lr_at(cfg, epoch + 1)},
+                                            "epoch": epoch + 1, "variant": cfg.variant, "config": asdict(cfg),
+                                            "provenance": info})
+                with open(out / "history.jsonl", "a") as f:
+                    f.write(json.dumps(stats) + "\n")
+        else:
+            if rank == 0:
+                raw = model.module if world > 1 else model
+                save_checkpoint(out / "model.pt", {"model": raw.state_dict(), "variant": cfg.variant,
+                                                   "config": asdict(cfg), "epoch": cfg.epochs, "provenance": info})
+    if stop.hit:
+        raise KeyboardInterrupt
+    return out
+
+
+def _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress, distributed) -> dict:
+    seed_everything(cfg.seed * 1_000 + epoch)
+    loader = make_loader(cfg, records, train=True, epoch=epoch, distributed=distributed)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(cfg, epoch)
+    model.train()
+    sums: dict[str, float] = {}
+    n_batches = n_images = 0
+    wait = 0.0
+    t0 = tick = time.perf_counter()
+    bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    for images, targets in bar:
+        wait += time.perf_counter() - tick
+        images = images.to(device, non_blocking=True)
+        targets = {k: v.to(device, non_blocking=True) for k, v in targets.items() if isinstance(v, torch.Tensor)}
+        with autocast(device, precision):
+            out = model(images)
+        terms = centernet_loss(out, targets, cfg.loss())
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        n_batches += 1
+        n_images += images.shape[0]
+        bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+        tick = time.perf_counter()
+        if stop.hit:
+            break
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), **{k: v / max(n_batches, 1) for k, v in sums.items()},
+            "seconds": seconds, "images_per_s": n_images / seconds, "data_wait_share": wait / seconds}
+
+
+def _ddp_device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
