@@ -69,8 +69,9 @@ def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: in
            sigma_rule: str = "paper") -> dict[str, torch.Tensor]:
     """One image's targets (§III-A, §III-B): heatmap, and at each centre `wh`, `reg` offset, flat `ind`, `mask`.
 
-    `boxes` are (N, 4) x1 y1 x2 y2 in input pixels. Boxes are clipped to the image; empty, inverted or non-finite
-    ones are skipped and counted in `n_skipped`; boxes beyond `max_objs` are dropped and counted in `n_dropped`.
+    `boxes` are (N, 4) x1 y1 x2 y2 in input pixels. NaN or inverted boxes are errors in the data and raise.
+    Boxes are clipped to the image; those left with zero width or height (degenerate, or wholly outside) are
+    skipped and counted in `n_skipped`; boxes beyond `max_objs` are dropped and counted in `n_dropped`.
     """
     H, W = output_size
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -79,11 +80,12 @@ def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: in
     reg = np.zeros((max_objs, 2), dtype=np.float32)
     ind = np.zeros(max_objs, dtype=np.int64)
     mask = np.zeros(max_objs, dtype=np.float32)
+    if not np.isfinite(b).all():
+        raise ValueError(f"boxes contain NaN or infinite coordinates: {b[~np.isfinite(b).all(1)].tolist()}")
+    if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+        raise ValueError(f"inverted boxes (x2 < x1 or y2 < y1): {b[(b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])].tolist()}")
     skipped = dropped = k = 0
     for x1, y1, x2, y2 in b / stride:
-        if not np.isfinite([x1, y1, x2, y2]).all():
-            skipped += 1
-            continue
         x1, x2 = np.clip([x1, x2], 0, W)
         y1, y2 = np.clip([y1, y2], 0, H)
         w, h = x2 - x1, y2 - y1

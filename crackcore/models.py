@@ -19,14 +19,16 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import resnet18
 
 VARIANTS = ("centernet_r18", "modified", "modified_aff")
 STRIDE = {"centernet_r18": 4, "modified": 1, "modified_aff": 1}
 INPUT_SIZE = {"centernet_r18": 384, "modified": 80, "modified_aff": 80}
-# The spatial size must survive the backbone's downsampling and come back exactly through the transposed convs.
-SIZE_MULTIPLE = {"centernet_r18": 32, "modified": 4, "modified_aff": 4}
+# The stride-4 backbone of the modified model must come back exactly through two transposed convs; the original
+# model pads its input to a multiple of 32 (as CenterNet does at test time) and crops the output back to H/4.
+SIZE_MULTIPLE = 4
 HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197, as in CenterNet / RetinaNet
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,15 +114,17 @@ class CenterNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
-        m = SIZE_MULTIPLE[self.variant]
-        if x.shape[2] % m or x.shape[3] % m:
-            raise ValueError(f"{self.variant} needs H and W divisible by {m}, got {x.shape[2]}×{x.shape[3]}")
+        if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE:
+            raise ValueError(f"{self.variant} needs H and W divisible by {SIZE_MULTIPLE}, got {x.shape[2]}×{x.shape[3]}")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs: `hm` logits (B, 1, H/s, W/s), `wh` (B, 2, ·) in output pixels, `reg`, and `aff` weights."""
         self.check_input(x)
         x = (x - self.mean) / self.std
-        feat = self.neck(self.backbone(x))  # (B, C, H/s, W/s)
+        H, W = x.shape[2:]
+        if self.stride == 4 and (H % 32 or W % 32):  # zero padding = the mean colour after normalisation
+            x = F.pad(x, (0, -W % 32, 0, -H % 32))
+        feat = self.neck(self.backbone(x))[..., :H // self.stride, :W // self.stride]  # (B, C, H/s, W/s)
         out = {}
         if self.aff is not None:
             feat, out["aff"] = self.aff(feat, x)

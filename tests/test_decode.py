@@ -1,0 +1,51 @@
+"""The §IV-C decoder: max-pool peaks, top-K, threshold, eq. (6) boxes."""
+import pytest
+import torch
+
+from crackcore.decode import decode
+
+
+def test_decode_hand_example():
+    heat = torch.zeros(1, 1, 5, 5)
+    heat[0, 0, 1, 2] = 0.9  # peak
+    heat[0, 0, 2, 2] = 0.5  # its neighbour: suppressed by the 3×3 max-pool
+    heat[0, 0, 4, 0] = 0.05  # isolated but below the 0.1 threshold
+    heat[0, 0, 4, 4] = 0.1  # exactly at the threshold: kept
+    wh = torch.zeros(1, 2, 5, 5)
+    wh[0, :, 1, 2] = torch.tensor([4.0, 2.0])
+    out = decode(heat, wh)[0]
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.1])
+    # centre of cell (x=2, y=1) is (2.5, 1.5): box (2.5 - 2, 1.5 - 1, 2.5 + 2, 1.5 + 1); the second has zero size
+    assert out["boxes"][0].tolist() == pytest.approx([0.5, 0.5, 4.5, 2.5])
+    assert out["boxes"][1].tolist() == pytest.approx([4.5, 4.5, 4.5, 4.5])
+
+
+def test_decode_stride_and_offset_and_clipping():
+    heat = torch.zeros(1, 1, 4, 4)
+    heat[0, 0, 2, 1] = 0.8
+    heat[0, 0, 0, 3] = 0.7
+    wh = torch.zeros(1, 2, 4, 4)
+    wh[0, :, 2, 1] = torch.tensor([2.0, 1.0])
+    wh[0, :, 0, 3] = torch.tensor([4.0, 4.0])
+    reg = torch.zeros(1, 2, 4, 4)
+    reg[0, :, 2, 1] = torch.tensor([0.25, 0.75])
+    out = decode(heat, wh, reg, stride=4)[0]
+    # centre (1.25, 2.75) → box (0.25, 2.25, 2.25, 3.25) · 4
+    assert out["boxes"][0].tolist() == pytest.approx([1.0, 9.0, 9.0, 13.0])
+    # centre (3, 0) ± 2 → (1, -2, 5, 2)·4 = (4, -8, 20, 8), clipped to the 16×16 image
+    assert out["boxes"][1].tolist() == pytest.approx([4.0, 0.0, 16.0, 8.0])
+
+
+def test_decode_top_k_and_batch():
+    heat = torch.zeros(2, 1, 12, 12)
+    for i in range(6):  # six isolated peaks in image 0
+        heat[0, 0, 2 * (i // 3) * 2, (i % 3) * 4] = 0.2 + 0.1 * i
+    wh = torch.ones(2, 2, 12, 12)
+    out = decode(heat, wh, k=4)
+    assert out[0]["scores"].tolist() == pytest.approx([0.7, 0.6, 0.5, 0.4])
+    assert len(out[1]["boxes"]) == 0 and out[1]["boxes"].shape == (0, 4)
+
+
+def test_decode_rejects_logit_shaped_misuse():
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        decode(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
