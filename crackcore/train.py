@@ -123,9 +123,15 @@ class _Interrupt:
             signal.signal(s, h)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: int = 0, world: int = 1) -> Path:
-    """Train one Table I variant per `cfg`; returns the run folder. `resume` continues (or skips) a matching run."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: int = 0, world: int = 1,
+          record_config: TrainConfig | None = None) -> Path:
+    """Train one Table I variant per `cfg`; returns the run folder. `resume` continues (or skips) a matching run.
+
+    Under torchrun each process gets `cfg` with its share of the batch, and `record_config` is what the user asked
+    for: that is what checkpoints record and resumption compares against.
+    """
     out = Path(cfg.out)
+    asked = asdict(record_config or cfg)
     ckpt_path = out / "last.pt"
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
     precision = pick_precision(device, cfg.precision)
@@ -137,8 +143,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(ckpt_path, cfg.variant)
-        if state["config"] != asdict(cfg):
-            diff = sorted(k for k in asdict(cfg) if state["config"].get(k) != asdict(cfg)[k])
+        if state["config"] != asked:
+            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
             raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -152,7 +158,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         records = records[:cfg.limit]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")
     info = provenance(device, precision)
     with _Interrupt() as stop:
         for epoch in range(start, cfg.epochs):
@@ -165,7 +171,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                 raw = model.module if world > 1 else model
                 save_checkpoint(ckpt_path, {"model": raw.state_dict(), "optimizer": opt.state_dict(),
                                             "scheduler": {"epoch": epoch + 1, "lr": lr_at(cfg, epoch + 1)},
-                                            "epoch": epoch + 1, "variant": cfg.variant, "config": asdict(cfg),
+                                            "epoch": epoch + 1, "variant": cfg.variant, "config": asked,
                                             "provenance": info})
                 with open(out / "history.jsonl", "a") as f:
                     f.write(json.dumps(stats) + "\n")
@@ -173,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
             if rank == 0:
                 raw = model.module if world > 1 else model
                 save_checkpoint(out / "model.pt", {"model": raw.state_dict(), "variant": cfg.variant,
-                                                   "config": asdict(cfg), "epoch": cfg.epochs, "provenance": info})
+                                                   "config": asked, "epoch": cfg.epochs, "provenance": info})
     if stop.hit:
         raise KeyboardInterrupt
     return out

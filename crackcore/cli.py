@@ -1,0 +1,111 @@
+"""The `crackcore` command line: one sub-command per task, one flag per field of that task's config dataclass."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """`--field-name` for every scalar field of a frozen config dataclass, defaults shown by --help."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction)
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, dest=f.name, default=default, type=type(default), metavar=type(default).__name__.upper())
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench import BenchConfig
+    from .evaluate import EvalConfig
+    from .predict import PredictConfig
+    from .synth import SynthConfig
+    from .train import TrainConfig
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="crackcore", description="Modified CenterNet for crack detection on sanitary "
+                                "ceramics: synthetic data, training, evaluation, prediction, benchmarks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("synth", help="write the synthetic crack data set (PNGs, COCO JSON, data card)",
+                       formatter_class=fmt)
+    s.add_argument("--out", default="data/synth", help="output folder")
+    add_config_flags(s, SynthConfig)
+    t = sub.add_parser("train", help="train one Table I variant (§IV-B)", formatter_class=fmt)
+    add_config_flags(t, TrainConfig)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out (or do nothing if finished)")
+    e = sub.add_parser("evaluate", help="AP on the test split and Table II on the background split",
+                       formatter_class=fmt)
+    add_config_flags(e, EvalConfig)
+    r = sub.add_parser("predict", help="detect cracks in image files or folders of any size", formatter_class=fmt)
+    r.add_argument("inputs", nargs="+", help="image files or folders")
+    add_config_flags(r, PredictConfig)
+    b = sub.add_parser("bench", help="volume, GFLOPs, latency and throughput of the variants", formatter_class=fmt)
+    add_config_flags(b, BenchConfig)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "synth":
+        from .synth import SynthConfig, write_dataset
+        write_dataset(Path(args.out), config_from_args(SynthConfig, args))
+    elif args.command == "train":
+        from .train import TrainConfig, train
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        cfg = config_from_args(TrainConfig, args)
+        if distributed:
+            from .distributed import train_distributed
+            train_distributed(cfg, resume=args.resume)
+        else:
+            out = train(cfg, resume=args.resume)
+            print(f"trained {cfg.variant}: {out / 'model.pt'}")
+    elif args.command == "evaluate":
+        from .evaluate import EvalConfig, evaluate
+        m = evaluate(config_from_args(EvalConfig, args))
+        line = f"{m['variant']}: AP07 {m['ap07']:.2f}  AP(all-point) {m['ap_all']:.2f}"
+        if "background" in m:
+            bg = m["background"]
+            line += f"  backgrounds without a box {bg['no_box']}/{bg['images']} ({bg['accuracy']:.2f}%)"
+        print(line)
+    elif args.command == "predict":
+        from .predict import PredictConfig, predict
+        res = predict(config_from_args(PredictConfig, args), args.inputs)
+        print(f"{sum(map(len, res.values()))} detections in {len(res)} images → {args.out}")
+    elif args.command == "bench":
+        from .bench import BenchConfig, bench
+        for row in bench(config_from_args(BenchConfig, args))["rows"]:
+            print(f"{row['variant']:>14}: {row['volume_mb']:.1f} MB, {row['gflops']:.2f} GFLOPs, "
+                  f"{row['fps_batch1']:.1f} FPS (batch 1), {row['throughput_img_s']:.1f} img/s (batched)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line and exit 2; success exits 0."""
+    from .data import DataError
+    from .runtime import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, FileExistsError, DataError, CheckpointError, ValueError) as e:
+        print(f"crackcore {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"crackcore {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Inspecting users' photographs: tiling of large images, padding of small ones, JSON/CSV/PNG outputs."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import nms
+from tqdm.auto import tqdm
+
+from .data import DataError, read_image
+from .evaluate import detect
+from .runtime import load_model, pick_device, pick_precision, save_json
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Every knob of `crackcore predict`; the CLI's flags map onto these fields."""
+
+    checkpoint: str = "runs/modified_aff/model.pt"
+    out: str = "predictions"
+    k: int = 20
+    threshold: float = 0.1
+    overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
+    merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    annotate: bool = True
+
+
+def list_images(inputs) -> list[Path]:
+    """Expand files and folders into a sorted list of image files; a missing path is an error."""
+    files: list[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    if not files:
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
+    return files
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering [0, length): evenly stepped, the last one flush with the far edge."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Cut an (H, W, 3) uint8 image into (T, 3, tile, tile) float tiles in [0, 1], zero-padded where it is small."""
+    H, W = image.shape[:2]
+    pad = np.zeros((max(H, tile), max(W, tile), 3), np.uint8)
+    pad[:H, :W] = image
+    origins = [(x, y) for y in tile_origins(H, tile, overlap) for x in tile_origins(W, tile, overlap)]
+    crops = np.stack([pad[y:y + tile, x:x + tile] for x, y in origins])  # (T, tile, tile, 3)
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, origins
+
+
+def predict_image(model, image: np.ndarray, cfg: PredictConfig, precision: str) -> dict[str, torch.Tensor]:
+    """Detections of one image of any size in its own pixel coordinates."""
+    batch, origins = tiles(image, model.input_size, cfg.overlap)
+    boxes, scores = [], []
+    for i in range(0, len(batch), cfg.batch_size):
+        dets, _ = detect(model, batch[i:i + cfg.batch_size], k=cfg.k, threshold=cfg.threshold, precision=precision)
+        for d, (x, y) in zip(dets, origins[i:i + cfg.batch_size]):
+            boxes.append(d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32))
+            scores.append(d["scores"])
+    boxes, scores = torch.cat(boxes), torch.cat(scores)
+    H, W = image.shape[:2]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)  # padding of small images is not part of the photo
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H)
+    if len(origins) > 1:
+        keep = nms(boxes, scores, cfg.merge_iou)
+        boxes, scores = boxes[keep], scores[keep]
+    return {"boxes": boxes, "scores": scores}
+
+
+def draw(image: np.ndarray, boxes, scores) -> np.ndarray:
+    """The image with its detections drawn in red, scores above each box."""
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if max(image.shape[:2]) < 200:  # tiny patches are unreadable at native size
+        f = 200 // max(image.shape[:2]) + 1
+        out = cv2.resize(out, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    else:
+        f = 1
+    for b, s in zip(np.asarray(boxes) * f, np.asarray(scores)):
+        x1, y1, x2, y2 = map(int, np.round(b))
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 255), 1)
+        cv2.putText(out, f"{s:.2f}", (x1, max(10, y1 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 255), 1)
+    return out
+
+
+def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
+    """Run a checkpoint on image files or folders; writes predictions.json, predictions.csv and annotated PNGs."""
+    files = list_images(inputs)
+    device = pick_device(cfg.device)
+    precision = pick_precision(device, cfg.precision)
+    model, _ = load_model(cfg.checkpoint, device=device)
+    out = Path(cfg.out)
+    (out / "annotated").mkdir(parents=True, exist_ok=True)
+    results = {}
+    for f in tqdm(files, desc="predict", disable=not progress):
+        image = read_image(f)
+        det = predict_image(model, image, cfg, precision)
+        results[str(f)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
+                           for b, s in zip(det["boxes"], det["scores"])]
+        if cfg.annotate:
+            cv2.imwrite(str(out / "annotated" / f"{f.stem}.png"), draw(image, det["boxes"], det["scores"]))
+    save_json(out / "predictions.json", {"checkpoint": str(cfg.checkpoint), "variant": model.variant,
+                                         "precision": precision, "device": str(device), "images": results})
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "x1", "y1", "x2", "y2", "score"])
+        for f, dets in results.items():
+            for d in dets:
+                w.writerow([f, *d["box"], d["score"]])
+    return results
+
+
+__all__ = ["PredictConfig", "predict", "predict_image", "list_images", "tiles", "tile_origins", "DataError"]
