@@ -14,7 +14,7 @@ from .data import CrackDataset, load_records
 from .decode import decode
 from .metrics import voc_ap
 from .models import sigmoid_heatmap
-from .runtime import autocast, load_model, pick_device, pick_precision, provenance, save_json
+from .runtime import autocast, load_model, pick_device, pick_precision, portable_path, provenance, save_json
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                   precision=precision, desc=f"AP on {cfg.split}" if progress else "")
     ap07 = voc_ap(preds, targets, use_07_metric=True)
     ap_all = voc_ap(preds, targets, use_07_metric=False)
-    metrics = {"variant": model.variant, "checkpoint": str(cfg.checkpoint), "config": asdict(cfg),
+    metrics = {"variant": model.variant, "checkpoint": portable_path(cfg.checkpoint),
+               "config": {**asdict(cfg), "checkpoint": portable_path(cfg.checkpoint), "data": portable_path(cfg.data)},
                "train_config": ckpt.get("config"), "ap07": 100 * ap07.ap, "ap_all": 100 * ap_all.ap,
                "n_images": len(records), "n_gt": ap07.n_gt, "n_det": ap07.n_det,
                "pr_curve": {"precision": ap07.precision, "recall": ap07.recall, "scores": ap07.scores},
-               "per_image": [{"file": str(r.path), "boxes": p["boxes"].numpy().round(2), "scores":
+               "per_image": [{"file": portable_path(r.path), "boxes": p["boxes"].numpy().round(2), "scores":
                               p["scores"].numpy().round(4), "gt": t["boxes"].numpy().round(2)}
                              for r, p, t in zip(records, preds, targets)]}
     if cfg.background_split:
@@ -90,7 +91,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                               precision=precision, desc=f"Table II on {cfg.background_split}" if progress else "")
         metrics["background"] = background_table(top, cfg.threshold)
         metrics["background_max_scores"] = top.round(5)
-        metrics["background_files"] = [str(r.path) for r in bg]
+        metrics["background_files"] = [portable_path(r.path) for r in bg]
     metrics["seconds"] = time.perf_counter() - t0
     metrics["provenance"] = provenance(device, precision)
     if cfg.out:

@@ -20,6 +20,17 @@ class CheckpointError(ValueError):
     """A file that is not a crackcore checkpoint, or one of another variant."""
 
 
+def portable_path(path: str | Path) -> str:
+    """A path inside the repository as a root-relative string, so records and configs compare across checkouts."""
+    if not str(path):
+        return ""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA when present, else CPU; an explicit choice that cannot be honoured is an error."""
     if device == "auto":

@@ -22,7 +22,7 @@ from .data import CrackDataset, load_records
 from .labels import encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, build_model
-from .runtime import autocast, load_checkpoint, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
+from .runtime import autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class TrainConfig:
 
     def loss(self) -> LossConfig:
         return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
+
+
+PATH_FIELDS = ("data", "out", "imagenet")
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -131,7 +134,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     for: that is what checkpoints record and resumption compares against.
     """
     out = Path(cfg.out)
-    asked = asdict(record_config or cfg)
+    asked = {**asdict(record_config or cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
     ckpt_path = out / "last.pt"
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
     precision = pick_precision(device, cfg.precision)

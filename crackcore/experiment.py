@@ -1,0 +1,141 @@
+"""The paper's experiment as incremental steps shared by the notebooks and the Makefile: data → train → evaluate.
+
+Two profiles: `paper` (§IV-B and §V-A protocol, results committed under results/) and `quick` (a few dozen images,
+two epochs, fp32 so the numbers are identical run to run; everything under scratch/quick/). Each `ensure_*` step
+does its work only when its output is missing or was made from other inputs, so re-running a notebook after an
+interruption resumes instead of starting over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runtime import ROOT, save_json
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is and where it writes; notebooks take its name as their `profile` parameter."""
+
+    name: str
+    train_size: int
+    test_size: int
+    background_size: int
+    epochs: int
+    lr_drop_epoch: int
+    precision: str
+    root: Path  # holds data/, runs/ and the results folders of this profile
+
+    @property
+    def data(self) -> Path:
+        return ROOT / "data" / "synth" if self.name == "paper" else self.root / "data"
+
+    @property
+    def runs(self) -> Path:
+        return ROOT / "runs" / self.name
+
+    @property
+    def results(self) -> Path:
+        return self.root
+
+    def results_dir(self, kind: str) -> Path:
+        """results/{figures,tables,metrics,...} for this profile, created on demand."""
+        d = self.root / kind
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+PROFILES = {
+    "paper": Profile("paper", 726, 181, 1523, 25, 20, "auto", ROOT / "results"),
+    "quick": Profile("quick", 48, 24, 48, 2, 1, "fp32", ROOT / "scratch" / "quick"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def synth_config(profile: Profile, seed: int = 0):
+    """The generator's defaults with this profile's split sizes (a quick set is a prefix of the paper set)."""
+    from .synth import SynthConfig
+
+    return dataclasses.replace(SynthConfig(), seed=seed, n_train=profile.train_size, n_test=profile.test_size,
+                               n_background=profile.background_size)
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(profile: Profile, seed: int = 0) -> str:
+    """Changes whenever the generator's settings or its source change, so stale data and models are redone."""
+    from . import synth
+
+    src = Path(synth.__file__).read_bytes()
+    return fingerprint([dataclasses.asdict(synth_config(profile, seed)), hashlib.sha256(src).hexdigest()])
+
+
+def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> Path:
+    """Generate the synthetic data set of this profile unless an identical one is already on disk."""
+    from .synth import write_dataset
+
+    root, fp = profile.data, data_fingerprint(profile, seed)
+    stamp = root / "FINGERPRINT"
+    if stamp.exists() and stamp.read_text().strip() == fp:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    write_dataset(root, synth_config(profile, seed), progress=progress)
+    stamp.write_text(fp + "\n")
+    return root
+
+
+def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
+    from .train import TrainConfig
+
+    return TrainConfig(variant=variant, data=str(profile.data), out=str(profile.runs / f"{variant}-seed{seed}"),
+                       epochs=profile.epochs, lr_drop_epoch=profile.lr_drop_epoch, seed=seed,
+                       precision=profile.precision, **overrides)
+
+
+def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
+    """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
+    from .train import train
+
+    ensure_data(profile, seed, progress)
+    cfg = train_config(profile, variant, seed, **overrides)
+    out = Path(cfg.out)
+    stamp = out / "DATA_FINGERPRINT"
+    fp = data_fingerprint(profile, seed)
+    if out.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
+        stale = out.with_name(out.name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        out.rename(stale)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp + "\n")
+    train(cfg, resume=True, progress=progress)
+    return out / "model.pt"
+
+
+def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bool = True) -> dict:
+    """Table I/II metrics of one trained variant, recomputed only when the checkpoint changed."""
+    from .evaluate import EvalConfig, evaluate
+
+    ckpt = ensure_trained(profile, variant, seed, progress)
+    out = profile.results_dir("metrics") / f"{variant}-seed{seed}.json"
+    ckpt_fp = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+    if out.exists():
+        m = json.loads(out.read_text())
+        if m.get("checkpoint_sha") == ckpt_fp:
+            return m
+    cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision)
+    m = evaluate(cfg, progress=progress)
+    m["checkpoint_sha"] = ckpt_fp
+    save_json(out, m)
+    return json.loads(out.read_text())
