@@ -86,8 +86,8 @@ def provenance(device: torch.device | None = None, precision: str | None = None)
     """What a result needs next to it to be reproducible: versions, commit, machine, device, precision."""
     import torchvision
 
-    info = {"crackcore": __import__("crackcore").__version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__, "python": platform.python_version(),
+    info = {"crackcore": __import__("crackcore").__version__, "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "numpy": np.__version__, "python": platform.python_version(),
             "git_commit": git_commit(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
     if device is not None:
         info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"

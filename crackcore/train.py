@@ -22,7 +22,7 @@ from .data import CrackDataset, load_records
 from .labels import encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, build_model
-from .runtime import autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
+from .runtime import atomic_write, autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     workers: int = 0
+    channels_last: bool = True  # NHWC activations: ~20% faster bf16 convolutions on this CPU, same results to rounding
     limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
     augment: bool = True
     imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
@@ -138,9 +139,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     ckpt_path = out / "last.pt"
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
     precision = pick_precision(device, cfg.precision)
-    start = 0
+    start, history = 0, []
     seed_everything(cfg.seed)
     model = build_model(cfg.variant, cfg.imagenet or None).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if ckpt_path.exists():
         if not resume:
@@ -151,7 +154,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
             raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start = state["epoch"]
+        start, history = state["epoch"], list(state.get("history", []))
         if start >= cfg.epochs:
             return out
     if world > 1:
@@ -175,9 +178,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                 save_checkpoint(ckpt_path, {"model": raw.state_dict(), "optimizer": opt.state_dict(),
                                             "scheduler": {"epoch": epoch + 1, "lr": lr_at(cfg, epoch + 1)},
                                             "epoch": epoch + 1, "variant": cfg.variant, "config": asked,
-                                            "provenance": info})
-                with open(out / "history.jsonl", "a") as f:
-                    f.write(json.dumps(stats) + "\n")
+                                            "provenance": info, "history": history + [stats]})
+                history.append(stats)
+                # rewritten whole from the checkpoint's copy: a kill between the two writes loses or repeats nothing
+                atomic_write(out / "history.jsonl", lambda tmp: Path(tmp).write_text(
+                    "".join(json.dumps(h) + "\n" for h in history)))
         else:
             if rank == 0:
                 raw = model.module if world > 1 else model
@@ -202,6 +207,8 @@ def _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress, d
     for images, targets in bar:
         wait += time.perf_counter() - tick
         images = images.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(device, non_blocking=True) for k, v in targets.items() if isinstance(v, torch.Tensor)}
         with autocast(device, precision):
             out = model(images)
