@@ -3,24 +3,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
 
 
+def field_comments(cls) -> dict[str, str]:
+    """The `# comment` after each field in the dataclass source: the one place a knob is documented."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).replace("%", "%%")
+    return comments
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """`--field-name` for every scalar field of a frozen config dataclass, defaults shown by --help."""
+    docs = field_comments(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction)
+            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
+                                help=docs.get(f.name, " "))
         elif isinstance(default, (int, float, str)):
-            parser.add_argument(flag, dest=f.name, default=default, type=type(default), metavar=type(default).__name__.upper())
+            parser.add_argument(flag, dest=f.name, default=default, type=type(default),
+                                metavar=type(default).__name__.upper(), help=docs.get(f.name, " "))
 
 
 def config_from_args(cls, args: argparse.Namespace):

@@ -6,13 +6,13 @@ import torch.nn.functional as F
 
 
 def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = None, *, stride: int = 1,
-           k: int = 20, threshold: float = 0.1) -> list[dict[str, torch.Tensor]]:
+           k: int = 20, threshold: float = 0.1, clip: bool = True) -> list[dict[str, torch.Tensor]]:
     """§IV-C, eq. (6): peaks of the (B, 1, H, W) probability map → one {boxes (N, 4), scores (N,)} per image.
 
     Eq. (6) as printed reads y_min = y_i − y_i/2, x_max = x_i + y_i/2; the intended box is
     (x_i − w_i/2, y_i − h_i/2, x_i + w_i/2, y_i + h_i/2), which is what this computes. A peak at cell (j, i) sits at
     (j + 0.5, i + 0.5) without an offset head, at (j + reg_x, i + reg_y) with one; everything is then scaled by
-    `stride` to input pixels and clipped to the image. Scores below `threshold` are dropped (≥ is kept).
+    `stride` to input pixels and, with `clip`, clipped to the image. Scores below `threshold` are dropped (≥ kept).
     """
     if heatmap.ndim != 4 or heatmap.shape[1] != 1:
         raise ValueError(f"heatmap must be (B, 1, H, W) probabilities, got {tuple(heatmap.shape)}")
@@ -29,7 +29,8 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = N
     size = wh.float().reshape(B, 2, -1).gather(2, ind[:, None].expand(B, 2, ind.shape[1]))  # (B, 2, K)
     w, h = size[:, 0], size[:, 1]
     boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=2) * stride  # (B, K, 4)
-    boxes[..., 0::2] = boxes[..., 0::2].clamp(0, W * stride)
-    boxes[..., 1::2] = boxes[..., 1::2].clamp(0, H * stride)
+    if clip:
+        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, W * stride)
+        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, H * stride)
     keep = scores >= threshold
     return [{"boxes": boxes[i][keep[i]].cpu(), "scores": scores[i][keep[i]].cpu()} for i in range(B)]

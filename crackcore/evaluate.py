@@ -21,26 +21,28 @@ from .runtime import autocast, load_model, pick_device, pick_precision, portable
 class EvalConfig:
     """Every knob of an evaluation; the CLI's `evaluate` flags map onto these fields."""
 
-    checkpoint: str = "runs/modified_aff/model.pt"
+    checkpoint: str = "runs/modified_aff/model.pt"  # a crackcore model.pt or last.pt
     data: str = "data/synth"  # synthetic root, COCO JSON or VOC folder (as for training)
-    split: str = "test"
+    split: str = "test"  # split scored with VOC2007 AP (Table I)
     background_split: str = "background"  # "" skips Table II (user data may have no such split)
-    out: str = "results/metrics/modified_aff.json"
-    batch_size: int = 32
-    k: int = 20
-    threshold: float = 0.1
-    device: str = "auto"
-    precision: str = "auto"
+    out: str = "results/metrics/modified_aff.json"  # metrics JSON; empty = do not write
+    batch_size: int = 32  # images per forward pass
+    k: int = 20  # top-K peaks kept per image (§IV-C)
+    threshold: float = 0.1  # score threshold (§IV-C)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32
     limit: int = 0  # evaluate on the first `limit` images of each split only (quick profile); 0 = all
 
 
-def detect(model, images: torch.Tensor, *, k: int = 20, threshold: float = 0.1, precision: str = "fp32"):
+def detect(model, images: torch.Tensor, *, k: int = 20, threshold: float = 0.1, precision: str = "fp32",
+           clip: bool = True):
     """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image)."""
     device = next(model.parameters()).device
     with torch.no_grad(), autocast(device, precision):
         out = model(images.to(device))
     heat = sigmoid_heatmap(out["hm"])  # (B, 1, H, W)
-    dets = decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold)
+    dets = decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold,
+                  clip=clip)
     return dets, heat.amax(dim=(1, 2, 3)).cpu()
 
 

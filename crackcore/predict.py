@@ -22,16 +22,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 class PredictConfig:
     """Every knob of `crackcore predict`; the CLI's flags map onto these fields."""
 
-    checkpoint: str = "runs/modified_aff/model.pt"
-    out: str = "predictions"
-    k: int = 20
-    threshold: float = 0.1
+    checkpoint: str = "runs/modified_aff/model.pt"  # a crackcore model.pt
+    out: str = "predictions"  # folder for predictions.json, predictions.csv and annotated/
+    k: int = 20  # top-K peaks per tile (§IV-C)
+    threshold: float = 0.1  # score threshold (§IV-C)
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
-    batch_size: int = 64
-    device: str = "auto"
-    precision: str = "auto"
-    annotate: bool = True
+    batch_size: int = 64  # tiles per forward pass
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32
+    annotate: bool = True  # also write annotated PNGs
 
 
 def list_images(inputs) -> list[Path]:
@@ -58,10 +58,20 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
+def owned_spans(origins: list[int], tile: int, length: int) -> list[tuple[float, float]]:
+    """The part of each tile that owns detection centres: overlaps are split down the middle."""
+    cuts = [0.0] + [(b + a + tile) / 2 for a, b in zip(origins, origins[1:])] + [float(length)]  # not the padding
+    return list(zip(cuts, cuts[1:]))
+
+
 def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Cut an (H, W, 3) uint8 image into (T, 3, tile, tile) float tiles in [0, 1], zero-padded where it is small."""
+    """Cut an (H, W, 3) uint8 image into (T, 3, tile, tile) float tiles in [0, 1], padded where it is small.
+
+    Padding takes the image's mean colour, as training's letterbox does: black would look like a product edge.
+    """
     H, W = image.shape[:2]
-    pad = np.zeros((max(H, tile), max(W, tile), 3), np.uint8)
+    pad = np.empty((max(H, tile), max(W, tile), 3), np.uint8)
+    pad[:] = image.reshape(-1, 3).mean(0).round().astype(np.uint8)
     pad[:H, :W] = image
     origins = [(x, y) for y in tile_origins(H, tile, overlap) for x in tile_origins(W, tile, overlap)]
     crops = np.stack([pad[y:y + tile, x:x + tile] for x, y in origins])  # (T, tile, tile, 3)
@@ -70,18 +80,26 @@ def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, lis
 
 def predict_image(model, image: np.ndarray, cfg: PredictConfig, precision: str) -> dict[str, torch.Tensor]:
     """Detections of one image of any size in its own pixel coordinates."""
-    batch, origins = tiles(image, model.input_size, cfg.overlap)
+    H, W = image.shape[:2]
+    size = model.input_size
+    batch, origins = tiles(image, size, cfg.overlap)
+    xs, ys = tile_origins(W, size, cfg.overlap), tile_origins(H, size, cfg.overlap)
+    own = {(x, y): (sx, sy) for x, sx in zip(xs, owned_spans(xs, size, W)) for y, sy in zip(ys, owned_spans(ys, size, H))}
     boxes, scores = [], []
     for i in range(0, len(batch), cfg.batch_size):
-        dets, _ = detect(model, batch[i:i + cfg.batch_size], k=cfg.k, threshold=cfg.threshold, precision=precision)
+        dets, _ = detect(model, batch[i:i + cfg.batch_size], k=cfg.k, threshold=cfg.threshold, precision=precision,
+                         clip=False)  # a crack reaching past its tile keeps its full box
         for d, (x, y) in zip(dets, origins[i:i + cfg.batch_size]):
-            boxes.append(d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32))
-            scores.append(d["scores"])
+            b = d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32)
+            cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+            (x0, x1), (y0, y1) = own[(x, y)]
+            keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)  # each centre is reported by one tile only
+            boxes.append(b[keep])
+            scores.append(d["scores"][keep])
     boxes, scores = torch.cat(boxes), torch.cat(scores)
-    H, W = image.shape[:2]
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)  # padding of small images is not part of the photo
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H)
-    if len(origins) > 1:
+    if len(origins) > 1:  # peaks of one crack seen from two tiles, just either side of a seam
         keep = nms(boxes, scores, cfg.merge_iou)
         boxes, scores = boxes[keep], scores[keep]
     return {"boxes": boxes, "scores": scores}

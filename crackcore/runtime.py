@@ -137,7 +137,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or a pickle that needs arbitrary code: never unpickle it
-        raise CheckpointError(f"{path} is not a readable crackcore checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is not a readable crackcore checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "variant" not in state:
         raise CheckpointError(f"{path} is not a crackcore checkpoint (no 'model'/'variant' entries)")
     if variant is not None and state["variant"] != variant:

@@ -29,28 +29,28 @@ from .runtime import atomic_write, autocast, load_checkpoint, portable_path, pic
 class TrainConfig:
     """Every knob of a training run; the CLI's `train` flags and notebook 03's parameters map onto these fields."""
 
-    variant: str = "modified_aff"
+    variant: str = "modified_aff"  # centernet_r18 | modified | modified_aff (Table I)
     data: str = "data/synth"  # synthetic root (with train.json), a COCO JSON file, or a Pascal VOC folder
-    out: str = "runs/modified_aff"
-    epochs: int = 25
-    batch_size: int = 16
-    lr: float = 2.5e-4
+    out: str = "runs/modified_aff"  # run folder: last.pt, model.pt, history.jsonl, config.json
+    epochs: int = 25  # §IV-B
+    batch_size: int = 16  # §IV-B; under torchrun the global batch, split over the processes
+    lr: float = 2.5e-4  # Adam, §IV-B
     lr_drop_epoch: int = 20  # lr × lr_drop_factor from this epoch on (0-based: epochs 21–25 of 25)
-    lr_drop_factor: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int = 0
+    lr_drop_factor: float = 0.1  # 2.5e-4 → 2.5e-5, §IV-B
+    seed: int = 0  # seeds initialisation, shuffling and augmentation
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast where the hardware has it) | bf16 | fp32
+    workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     channels_last: bool = True  # NHWC activations: ~20% faster bf16 convolutions on this CPU, same results to rounding
     limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
-    augment: bool = True
+    augment: bool = True  # random crop, flips and colour jitter (§IV-B)
     imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
-    max_objs: int = 32
-    min_overlap: float = 0.3
-    sigma_rule: str = "paper"
-    cls_weight: float = 1.0
-    wh_weight: float = 0.1
-    off_weight: float = 1.0
+    max_objs: int = 32  # most boxes per image; further ones are dropped and counted
+    min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
+    sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
+    cls_weight: float = 1.0  # α of eq. (5)
+    wh_weight: float = 0.1  # β of eq. (5)
+    off_weight: float = 1.0  # offset loss weight (centernet_r18 only)
 
     def loss(self) -> LossConfig:
         return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)

@@ -1,0 +1,292 @@
+"""Annotated images as training data: COCO JSON and Pascal VOC loaders that validate every entry before training.
+
+One class, "crack". Boxes are (N, 4) float32 x1 y1 x2 y2 in continuous pixel coordinates (pixel column i spans
+[i, i + 1)); COCO's x y w h is already in them, VOC's 1-based inclusive xmin..xmax becomes xmin - 1..xmax.
+A box may overshoot the border by BOX_TOLERANCE px (annotation-tool rounding, 0-based VOC files) and is clipped;
+farther out it is an error. Images without boxes are backgrounds.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from .transforms import build_eval_transform, build_train_transform
+
+BOX_TOLERANCE = 1.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the entry."""
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    path: Path
+    boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2, read-only
+    width: int
+    height: int
+    image_id: int
+
+
+@dataclass
+class _Entry:
+    """One image as an annotation file lists it, before validation."""
+    path: Path
+    image_id: int
+    where: str  # "FILE (entry ...)" for messages
+    size: tuple[int, int] | None  # declared (width, height), if any
+    objects: list = field(default_factory=list)  # (where, category name, [x1, y1, x2, y2])
+    errors: list = field(default_factory=list)  # DataErrors found while parsing this image's entries
+
+
+def read_image(path) -> np.ndarray:
+    """Decode an image file fully into (H, W, 3) uint8 RGB (grey is repeated); DataError if it cannot be.
+
+    EXIF orientation is not applied: boxes refer to the stored pixel grid, as COCO and VOC sizes do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing image file {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes every pixel: a truncated file fails here, not inside a DataLoader worker
+            if im.mode.startswith(("I", "F")):  # 16-bit or float grey
+                a = np.asarray(im, np.float64)
+                a = np.clip(a / 257.0 if a.max() > 255 else a, 0, 255).astype(np.uint8)
+                return np.repeat(a[..., None], 3, axis=2)
+            return np.asarray(im.convert("RGB")).copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"unreadable or truncated image {path}: {e}") from None
+
+
+def letterbox(image: np.ndarray, boxes, size: int, fill=None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Resize the longer side to `size` keeping the aspect, pad bottom/right; boxes follow. Returns the scale.
+
+    Padding defaults to the image's mean colour: black bars would look like the product edges the detector
+    must learn to ignore.
+    """
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) != (w, h):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    colour = image.reshape(-1, 3).mean(0) if fill is None else fill
+    out = np.empty((size, size, 3), np.uint8)
+    out[...] = np.rint(colour).astype(np.uint8)
+    out[:nh, :nw] = image
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32(scale)  # (N, 4)
+    boxes = np.clip(boxes, 0, np.array([nw, nh, nw, nh], np.float32))
+    return out, boxes, scale
+
+
+def _keep(name: str, where: str, category: str, category_map: dict | None) -> bool:
+    """True for the crack class, False for a category mapped to None; DataError for any other."""
+    if category_map and name in category_map:
+        if category_map[name] is None:
+            return False
+        name = category_map[name]
+    if name != category:
+        raise DataError(f"unknown category {name!r} in {where}")
+    return True
+
+
+def _box(xyxy, where: str, width: int, height: int) -> np.ndarray:
+    """A validated, clipped (4,) box."""
+    b = np.asarray(xyxy, np.float64)
+    if not np.isfinite(b).all():
+        raise DataError(f"box {b.tolist()} has NaN or infinite coordinates in {where}")
+    if b[2] <= b[0] or b[3] <= b[1]:
+        raise DataError(f"box {b.tolist()} has non-positive size in {where}")
+    t = BOX_TOLERANCE
+    if b[0] < -t or b[1] < -t or b[2] > width + t or b[3] > height + t:
+        raise DataError(f"box {b.tolist()} is outside the {width}x{height} image in {where}")
+    return np.clip(b, 0, [width, height, width, height]).astype(np.float32)
+
+
+def _record(e: _Entry, category: str, category_map: dict | None) -> Record:
+    if e.errors:
+        raise e.errors[0]
+    try:
+        h, w = read_image(e.path).shape[:2]
+    except DataError as err:
+        raise DataError(f"{err} in {e.where}") from None
+    if e.size and all(e.size) and e.size != (w, h):
+        raise DataError(f"image {e.path} is {w}x{h} but {e.where} says {e.size[0]}x{e.size[1]}")
+    boxes = [_box(xyxy, where, w, h) for where, name, xyxy in e.objects if _keep(name, where, category, category_map)]
+    arr = np.array(boxes, np.float32).reshape(-1, 4)  # (N, 4)
+    arr.setflags(write=False)
+    return Record(e.path, arr, w, h, e.image_id)
+
+
+def _validate(entries, orphans, source, category, category_map, skip_bad) -> list[Record]:
+    """Records of the good entries; the first bad one raises, or with skip_bad all are skipped with a warning."""
+    bad = list(orphans)
+    if bad and not skip_bad:
+        raise bad[0]
+    records = []
+    for e in entries:
+        try:
+            records.append(_record(e, category, category_map))
+        except DataError as err:
+            if not skip_bad:
+                raise
+            bad.append(err)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} bad entries of {source} (first: {bad[0]})", stacklevel=3)
+    return records
+
+
+def load_coco(json_path, image_root=None, category: str = "crack", category_map: dict | None = None,
+              skip_bad: bool = False) -> list[Record]:
+    """Records of a COCO detection file; file names are relative to image_root (default: the file's folder)."""
+    src = Path(json_path)
+    root = Path(image_root) if image_root is not None else src.parent
+    if not src.is_file():
+        raise DataError(f"missing annotation file {src}")
+    try:
+        doc = json.loads(src.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"malformed JSON in {src}: {err}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise DataError(f"malformed COCO file {src}: no 'images' list")
+    try:
+        names = {c["id"]: str(c["name"]) for c in doc.get("categories", [])}
+    except (KeyError, TypeError):
+        raise DataError(f"malformed COCO file {src}: a category lacks 'id' or 'name'") from None
+    entries, orphans = {}, []
+    for i, im in enumerate(doc["images"]):
+        where = f"{src} (entry images[{i}])"
+        try:
+            size = (int(im["width"]), int(im["height"])) if "width" in im and "height" in im else None
+            iid, path = im["id"], root / im["file_name"]
+        except (KeyError, TypeError, ValueError):
+            orphans.append(DataError(f"malformed image entry (needs id, file_name) in {where}"))
+            continue
+        if iid in entries:
+            orphans.append(DataError(f"duplicate image id {iid!r} in {where}"))
+            continue
+        entries[iid] = _Entry(path, iid, where, size)
+    for j, ann in enumerate(doc.get("annotations", [])):
+        where = f"{src} (entry annotations[{j}])"
+        try:
+            iid, cid = ann["image_id"], ann["category_id"]
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            orphans.append(DataError(f"malformed annotation (needs image_id, category_id, bbox) in {where}"))
+            continue
+        if iid not in entries:
+            orphans.append(DataError(f"annotation for unknown image id {iid!r} in {where}"))
+            continue
+        name = names.get(cid, f"<undeclared id {cid}>")
+        entries[iid].objects.append((where, name, [x, y, x + w, y + h]))
+    return _validate(entries.values(), orphans, src, category, category_map, skip_bad)
+
+
+def _voc_entry(xml: Path, image_dir: Path, image_id: int) -> _Entry:
+    """Parse one VOC annotation file; DataError if it is not well-formed."""
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"malformed XML in {xml}: {err}") from None
+    name = (root.findtext("filename") or "").strip()
+    path = image_dir / name if name else None
+    if path is None or (not path.suffix and not path.exists()):  # LabelImg may omit the suffix
+        stem = name or xml.stem
+        path = next((image_dir / (stem + s) for s in IMAGE_SUFFIXES if (image_dir / (stem + s)).is_file()),
+                    image_dir / (stem + ".jpg"))
+    try:
+        size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
+    except (TypeError, ValueError):
+        size = None
+    e = _Entry(path, image_id, str(xml), size)
+    for k, obj in enumerate(root.iter("object")):
+        where = f"{xml} (entry object {k})"
+        try:
+            x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{t}")) for t in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            e.errors.append(DataError(f"malformed object (needs bndbox xmin ymin xmax ymax) in {where}"))
+            continue
+        e.objects.append((where, (obj.findtext("name") or "").strip(), [x1 - 1, y1 - 1, x2, y2]))
+    return e
+
+
+def load_voc(folder, image_dir=None, image_set: str | None = None, category: str = "crack",
+             category_map: dict | None = None, skip_bad: bool = False) -> list[Record]:
+    """Records of a Pascal VOC folder: Annotations/*.xml and JPEGImages/ (or XMLs next to their images)."""
+    root = Path(folder)
+    ann_dir = root / "Annotations" if (root / "Annotations").is_dir() else root
+    img_dir = Path(image_dir) if image_dir else (root / "JPEGImages" if (root / "JPEGImages").is_dir() else ann_dir)
+    if image_set is not None:
+        listing = root / "ImageSets" / "Main" / f"{image_set}.txt"
+        if not listing.is_file():
+            raise DataError(f"missing image set file {listing}")
+        xmls = [ann_dir / f"{ln.split()[0]}.xml" for ln in listing.read_text().splitlines() if ln.strip()]
+    else:
+        xmls = sorted(ann_dir.glob("*.xml"))
+    if not xmls:
+        raise DataError(f"no VOC annotation files (*.xml) in {ann_dir}")
+    entries, orphans = [], []
+    for n, xml in enumerate(xmls):
+        try:
+            if not xml.is_file():
+                raise DataError(f"missing annotation file {xml}")
+            entries.append(_voc_entry(xml, img_dir, n))
+        except DataError as err:
+            orphans.append(err)
+    return _validate(entries, orphans, root, category, category_map, skip_bad)
+
+
+def synth_records(root, split: str) -> list[Record]:
+    """Records of one split written by crackcore.synth.write_dataset (§V-A)."""
+    return load_coco(Path(root) / f"{split}.json")
+
+
+def load_records(source, split: str, **kwargs) -> list[Record]:
+    """A split from a folder with <split>.json (synthetic or COCO), a COCO file, or a VOC folder.
+
+    For a single COCO file, or a VOC folder without ImageSets/Main, the file or folder is the split and
+    `split` is ignored; a VOC folder with ImageSets/Main reads <split>.txt.
+    """
+    src = Path(source)
+    if src.is_file():
+        return load_coco(src, **kwargs)
+    if (src / f"{split}.json").is_file():
+        return load_coco(src / f"{split}.json", **kwargs)
+    if (src / "Annotations").is_dir() or any(src.glob("*.xml")):
+        sets = src / "ImageSets" / "Main"
+        return load_voc(src, image_set=split if sets.is_dir() else None, **kwargs)
+    raise DataError(f"no {split}.json, COCO file or VOC folder at {src}")
+
+
+class CrackDataset(Dataset):
+    """(image (3, S, S) float32 in [0, 1], boxes (N, 4) float32 xyxy in input pixels) per record.
+
+    Images are letterboxed to `input_size`, then augmented (§IV-B) when `train`. N varies per image, so the
+    default collate cannot stack a batch: pass a collate_fn that keeps the boxes as a list.
+    """
+
+    def __init__(self, records, input_size: int, train: bool, transform=None):
+        self.records, self.size = list(records), input_size
+        self.transform = transform or (build_train_transform(input_size) if train else build_eval_transform(input_size))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.records[i]
+        img, boxes, _ = letterbox(read_image(r.path), r.boxes, self.size)
+        image = tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1))  # (3, S, S) uint8
+        bb = tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(self.size, self.size))
+        image, bb = self.transform(image, bb)
+        return image.as_subclass(torch.Tensor), bb.as_subclass(torch.Tensor)

@@ -1,0 +1,150 @@
+"""The `crackcore` command line end to end on tiny data, its error handling, tiled prediction and torchrun."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from crackcore.cli import main
+from crackcore.predict import PredictConfig, predict_image, tile_origins
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "modified"
+    assert main(["train", "--variant", "modified", "--data", str(tiny_data), "--out", str(out), "--epochs", "1",
+                 "--batch-size", "4", "--precision", "fp32", "--seed", "1"]) == 0
+    return out
+
+
+def test_train_writes_every_output(trained):
+    for name in ("last.pt", "model.pt", "history.jsonl", "config.json"):
+        assert (trained / name).is_file(), name
+    h = [json.loads(l) for l in (trained / "history.jsonl").read_text().splitlines()]
+    assert len(h) == 1 and {"loss", "cls", "wh", "lr", "seconds", "images_per_s"} <= set(h[0])
+
+
+def test_evaluate_writes_metrics(trained, tiny_data, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_data), "--out", str(out),
+                 "--precision", "fp32"]) == 0
+    m = json.loads(out.read_text())
+    assert 0 <= m["ap07"] <= 100 and 0 <= m["ap_all"] <= 100 and m["n_images"] == 4 and m["n_gt"] >= 4
+    bg = m["background"]
+    assert bg["images"] == 4 and bg["no_box"] + bg["with_box"] == 4
+    assert bg["accuracy"] == pytest.approx(100 * bg["no_box"] / 4)
+    assert len(m["background_max_scores"]) == 4 and len(m["per_image"]) == 4
+    assert m["provenance"]["precision"] == "fp32" and "torch" in m["provenance"]
+    assert "AP07" in capsys.readouterr().out
+
+
+def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path):
+    out = tmp_path / "pred"
+    folder = tiny_data / "images" / "test"
+    assert main(["predict", str(folder), "--checkpoint", str(trained / "model.pt"), "--out", str(out),
+                 "--precision", "fp32", "--threshold", "0.01"]) == 0
+    res = json.loads((out / "predictions.json").read_text())
+    assert len(res["images"]) == 4 and res["variant"] == "modified"
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "file,x1,y1,x2,y2,score" and len(rows) - 1 == sum(map(len, res["images"].values()))
+    assert len(list((out / "annotated").glob("*.png"))) == 4
+
+
+def test_bench_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--variants", "modified", "--runs", "2", "--warmup", "1", "--batch-size", "2",
+                 "--precision", "fp32", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["variant"] == "modified" and row["resolution"] == 80 and row["downsampling"] == 1
+    assert row["fps_batch1"] > 0 and row["params"] > 1e6 and row["gflops"] > 1
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["evaluate", "--checkpoint", "nope.pt"], "checkpoint not found"),
+    (["predict", "missing.png", "--checkpoint", "x.pt"], "no such file or folder"),
+    (["train", "--data", "/nonexistent/data", "--out", "{tmp}/r"], "/nonexistent/data"),
+    (["train", "--variant", "resnet50", "--out", "{tmp}/r"], "unknown variant"),
+    (["evaluate", "--checkpoint", "{tmp}/junk.pt"], "not a readable crackcore checkpoint"),
+])
+def test_user_errors_exit_2_with_one_line(argv, msg, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_wrong_variant_checkpoint_exit_2(trained, tiny_data, capsys):
+    assert main(["train", "--variant", "modified_aff", "--data", str(tiny_data), "--out", str(trained),
+                 "--resume", "--epochs", "1", "--batch-size", "4", "--precision", "fp32", "--seed", "1"]) == 2
+    assert "holds a 'modified' model, not 'modified_aff'" in capsys.readouterr().err
+
+
+def test_bad_flag_value_exits_2():
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "many"])
+    assert e.value.code == 2
+
+
+def test_help_shows_defaults_via_python_m():
+    r = subprocess.run([sys.executable, "-m", "crackcore", "train", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and "--lr-drop-epoch" in r.stdout and "(default: 20)" in r.stdout
+
+
+class DarkSpotDetector(nn.Module):
+    """A stand-in detector with known behaviour: its heatmap peaks on the darkest 9×9 neighbourhood."""
+
+    variant, stride, input_size = "modified", 1, 80
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        dark = 1 - nn.functional.avg_pool2d(x.mean(1, keepdim=True), 9, 1, 4, count_include_pad=False)  # (B, 1, H, W)
+        logits = (dark - 0.5) * 40
+        return {"hm": logits, "wh": torch.full_like(x[:, :2], 12.0)}
+
+
+def test_tile_origins_cover_the_image():
+    assert tile_origins(80, 80, 16) == [0]
+    assert tile_origins(50, 80, 16) == [0]
+    o = tile_origins(300, 80, 16)
+    assert o[0] == 0 and o[-1] == 220 and all(b - a <= 64 for a, b in zip(o, o[1:]))
+
+
+def test_predict_large_image_finds_planted_crack_in_image_coordinates():
+    img = np.full((250, 333, 3), 230, np.uint8)
+    img[141:147, 200:212] = 40  # planted dark streak centred at (206, 144), across a tile seam
+    det = predict_image(DarkSpotDetector(), img, PredictConfig(threshold=0.5), "fp32")
+    assert len(det["boxes"]) == 1  # duplicates from overlapping tiles merged
+    x1, y1, x2, y2 = det["boxes"][0].tolist()
+    assert abs((x1 + x2) / 2 - 206) <= 1 and abs((y1 + y2) / 2 - 144) <= 1
+    small = np.full((40, 50, 3), 230, np.uint8)
+    small[10:16, 28:36] = 30
+    d = predict_image(DarkSpotDetector(), small, PredictConfig(threshold=0.5), "fp32")
+    assert len(d["boxes"]) >= 1 and d["boxes"][:, 0::2].max() <= 50 and d["boxes"][:, 1::2].max() <= 40
+    centres = (d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2  # one tile: the paper's decoder, no merging
+    assert ((centres - torch.tensor([32.0, 13.0])).abs() <= 4).all()
+
+
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "crackcore", "train", "--variant", "modified", "--data", str(tiny_data), "--out",
+                        str(out), "--epochs", "1", "--limit", "8", "--batch-size", "4", "--precision", "fp32"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["config"]["batch_size"] == 4  # the global batch the user asked for is what is recorded
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
