@@ -73,27 +73,32 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def data_fingerprint(profile: Profile, seed: int = 0) -> str:
-    """Changes whenever the generator's settings or its source change, so stale data and models are redone."""
+def source_fingerprint(profile: Profile, seed: int = 0) -> str:
+    """Changes whenever the generator's settings or its source change: then the data are regenerated."""
     from . import synth
 
     src = Path(synth.__file__).read_bytes()
     return fingerprint([dataclasses.asdict(synth_config(profile, seed)), hashlib.sha256(src).hexdigest()])
 
 
-def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> Path:
-    """Generate the synthetic data set of this profile unless an identical one is already on disk."""
+def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
+    """Generate this profile's synthetic data unless the same generator already wrote them; returns the pixels' hash.
+
+    Models depend on the pixels' hash, not on the source: a refactoring that draws the same images retrains nothing.
+    """
     from .synth import write_dataset
 
-    root, fp = profile.data, data_fingerprint(profile, seed)
-    stamp = root / "FINGERPRINT"
-    if stamp.exists() and stamp.read_text().strip() == fp:
-        return root
+    root, src = profile.data, source_fingerprint(profile, seed)
+    stamp = root / "FINGERPRINT.json"
+    if stamp.exists():
+        known = json.loads(stamp.read_text())
+        if known["source"] == src:
+            return known["pixels"]
     if root.exists():
         shutil.rmtree(root)
-    write_dataset(root, synth_config(profile, seed), progress=progress)
-    stamp.write_text(fp + "\n")
-    return root
+    summary = write_dataset(root, synth_config(profile, seed), progress=progress)
+    stamp.write_text(json.dumps({"source": src, "pixels": summary["pixels_sha256"]}) + "\n")
+    return summary["pixels_sha256"]
 
 
 def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
@@ -108,11 +113,10 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
     """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
     from .train import train
 
-    ensure_data(profile, seed, progress)
+    fp = ensure_data(profile, seed, progress)
     cfg = train_config(profile, variant, seed, **overrides)
     out = Path(cfg.out)
     stamp = out / "DATA_FINGERPRINT"
-    fp = data_fingerprint(profile, seed)
     if out.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
         stale = out.with_name(out.name + ".stale")
         shutil.rmtree(stale, ignore_errors=True)
