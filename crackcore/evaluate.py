@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import CrackDataset, load_records
 from .decode import decode
@@ -84,9 +84,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                "train_config": ckpt.get("config"), "ap07": 100 * ap07.ap, "ap_all": 100 * ap_all.ap,
                "n_images": len(records), "n_gt": ap07.n_gt, "n_det": ap07.n_det,
                "pr_curve": {"precision": ap07.precision, "recall": ap07.recall, "scores": ap07.scores},
-               "per_image": [{"file": portable_path(r.path), "boxes": p["boxes"].numpy().round(2), "scores":
-                              p["scores"].numpy().round(4), "gt": t["boxes"].numpy().round(2)}
-                             for r, p, t in zip(records, preds, targets)]}
+               # per-image boxes in the image's own pixels (the letterbox scale undone); AP is scale-invariant
+               "per_image": [{"file": portable_path(r.path), "boxes": (p["boxes"].numpy() / sc).round(2),
+                              "scores": p["scores"].numpy().round(4), "gt": (t["boxes"].numpy() / sc).round(2)}
+                             for r, p, t in zip(records, preds, targets)
+                             for sc in [model.input_size / max(r.width, r.height)]]}
     if cfg.background_split:
         bg = load_records(cfg.data, cfg.background_split)[:cfg.limit or None]
         _, _, top = run_split(model, bg, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,

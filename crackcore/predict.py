@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 from torchvision.ops import nms
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import DataError, read_image
 from .evaluate import detect

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import CrackDataset, load_records
 from .labels import encode

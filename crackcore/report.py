@@ -1,0 +1,75 @@
+"""Tables I and II beside the paper's numbers, threshold sweeps and per-image error counts for galleries."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import box_iou
+
+# Table I and Table II of the paper, as printed (volume in "Mb", FPS on a GTX 1060).
+PAPER_TABLE1 = {
+    "centernet_r18": {"method": "CenterNet [8]", "backbone": "ResNet-18", "resolution": 384, "downsampling": 4,
+                      "volume_mb": 75.7, "ap": 94.20, "fps": 20},
+    "modified": {"method": "CenterNet", "backbone": "Modified ResNet-18", "resolution": 80, "downsampling": 1,
+                 "volume_mb": 34.0, "ap": 95.48, "fps": 33},
+    "modified_aff": {"method": "CenterNet + Adaptive Feature Fusion", "backbone": "Modified ResNet-18",
+                     "resolution": 80, "downsampling": 1, "volume_mb": 34.3, "ap": 96.16, "fps": 30},
+}
+PAPER_TABLE2 = {"images": 1523, "no_box": 1492, "with_box": 31, "accuracy": 97.96}
+
+
+def table1(metrics: dict[str, dict], stats: dict[str, dict], speed: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Table I: the paper's row and ours for each variant (AP = VOC2007 11-point, ×100)."""
+    rows = []
+    for v, paper in PAPER_TABLE1.items():
+        if v not in metrics:
+            continue
+        row = {"variant": v, "method": paper["method"], "resolution": paper["resolution"],
+               "downsampling": paper["downsampling"], "paper_volume_mb": paper["volume_mb"],
+               "volume_mb": round(stats[v]["volume_mb"], 1), "params_m": round(stats[v]["params"] / 1e6, 2),
+               "gflops": round(stats[v]["gflops"], 2), "paper_ap": paper["ap"], "ap07": round(metrics[v]["ap07"], 2),
+               "ap_all": round(metrics[v]["ap_all"], 2), "paper_fps": paper["fps"]}
+        if speed is not None:
+            row["fps"] = round(speed[v]["fps_batch1"], 1)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def table2(background: dict) -> pd.DataFrame:
+    """Table II: background-only images with no box ("TP" in the paper), with a box ("FN"), accuracy in %."""
+    ours = {k: background[k] for k in ("images", "no_box", "with_box")}
+    ours["accuracy"] = round(background["accuracy"], 2)
+    return pd.DataFrame({"paper": PAPER_TABLE2, "ours": ours}).T
+
+
+def threshold_sweep(max_scores, thresholds=None) -> pd.DataFrame:
+    """Background accuracy (% of images without a box) as the §IV-C score threshold moves."""
+    s = np.asarray(max_scores, dtype=float)
+    t = np.round(np.linspace(0.05, 0.95, 19), 2) if thresholds is None else np.asarray(thresholds, dtype=float)
+    return pd.DataFrame({"threshold": t, "accuracy": [100.0 * (s < x).mean() for x in t]})
+
+
+def image_errors(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> tuple[int, int]:
+    """(false positives, missed cracks) of one image under §V-A's IoU > 0.5 rule, matching greedily by IoU."""
+    p, g = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4)
+    if len(p) == 0 or len(g) == 0:
+        return len(p), len(g)
+    iou = box_iou(p, g)
+    matched_gt, tp = set(), 0
+    for i in range(len(p)):  # predictions arrive sorted by score
+        j = int(iou[i].argmax())
+        if iou[i, j] > iou_threshold and j not in matched_gt:
+            matched_gt.add(j)
+            tp += 1
+    return len(p) - tp, len(g) - tp
+
+
+def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
+    """Write a table as `name`.md (for the README) and `name`.csv (for machines)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    df.to_csv(folder / f"{name}.csv")
+    (folder / f"{name}.md").write_text(df.to_markdown() + "\n")
+    return folder / f"{name}.md"
