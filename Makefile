@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "crackcore (.venv)" >/dev/null
 	touch $(STAMP)
 
-# Unit tests, then nbval on the quick-profile notebooks kept under tests/notebooks/.
+# Unit tests, then nbval on the quick-profile notebooks kept under tests/notebooks/. The quick runs are wiped
+# first so that nbval recomputes every number from the current code (a stale model would hide a regression).
 test: setup
 	$(PY) -m pytest -q
+	rm -rf runs/quick scratch/quick
 	$(PY) -m pytest -q --nbval tests/notebooks --nbval-kernel-name $(KERNEL) \
 	    --nbval-sanitize-with tests/notebooks/sanitize.cfg -p no:cacheprovider
 
@@ -49,6 +51,7 @@ quick: setup
 
 # Regenerate nbval's references on purpose (after a deliberate change to a loss, the decoder or the generator).
 nbrefs: setup
+	rm -rf runs/quick scratch/quick
 	$(call run_chain,quick,tests/notebooks)
 
 bench: setup
