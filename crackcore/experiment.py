@@ -28,30 +28,22 @@ class Profile:
     epochs: int
     lr_drop_epoch: int
     precision: str
-    root: Path  # holds data/, runs/ and the results folders of this profile
-
-    @property
-    def data(self) -> Path:
-        return ROOT / "data" / "synth" if self.name == "paper" else self.root / "data"
-
-    @property
-    def runs(self) -> Path:
-        return ROOT / "runs" / self.name
-
-    @property
-    def results(self) -> Path:
-        return self.root
+    data: Path  # the synthetic data set
+    runs: Path  # one training run folder per variant and seed
+    results: Path  # figures/, tables/, metrics/ of this profile
 
     def results_dir(self, kind: str) -> Path:
         """results/{figures,tables,metrics,...} for this profile, created on demand."""
-        d = self.root / kind
+        d = self.results / kind
         d.mkdir(parents=True, exist_ok=True)
         return d
 
 
 PROFILES = {
-    "paper": Profile("paper", 726, 181, 1523, 25, 20, "auto", ROOT / "results"),
-    "quick": Profile("quick", 48, 24, 48, 2, 1, "fp32", ROOT / "scratch" / "quick"),
+    "paper": Profile("paper", 726, 181, 1523, 25, 20, "auto", ROOT / "data" / "synth", ROOT / "runs" / "paper",
+                     ROOT / "results"),
+    "quick": Profile("quick", 48, 24, 48, 2, 1, "fp32", ROOT / "scratch" / "quick" / "data", ROOT / "runs" / "quick",
+                     ROOT / "scratch" / "quick"),
 }
 
 
