@@ -28,9 +28,9 @@ def gaussian_radius(height: float, width: float, min_overlap: float = 0.3) -> fl
 
 
 def gaussian_radius_official(height: float, width: float, min_overlap: float = 0.7) -> float:
-    """The radius as CornerNet/CenterNet's released code computes it: '+' roots and no division by 2a (a known bug).
+    """The radius as CornerNet/CenterNet's released code computes it: '+' roots in cases 1–2, /2 instead of /2a.
 
-    Kept only so the Gaussian-labels notebook can show the difference; training uses `gaussian_radius`.
+    A known bug, kept only so the Gaussian-labels notebook can show the difference; training uses `gaussian_radius`.
     """
     h, w, m = float(height), float(width), float(min_overlap)
     b1, c1 = h + w, w * h * (1 - m) / (1 + m)

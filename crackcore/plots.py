@@ -85,3 +85,83 @@ def save(fig, path: str | Path, dpi: int = 130) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
     return path
+
+
+def distributions(df, columns, hue: str | None = "split", log=(), discrete=(), titles=None, cols: int = 3,
+                  size: float = 2.8):
+    """Seaborn histograms of several DataFrame columns side by side (notebook 01: crack and box statistics)."""
+    import seaborn as sns
+
+    rows = max(1, -(-len(columns) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size * 1.25, rows * size), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(columns):
+            ax.axis("off")
+            continue
+        c = columns[i]
+        sns.histplot(df, x=c, hue=hue, ax=ax, log_scale=c in log, discrete=c in discrete, element="step",
+                     stat="count", common_norm=False, legend=i == 0)
+        ax.set_title(titles[i] if titles else c, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def box_sizes(df, hue: str | None = "split", cell: float | None = 4.0, size: float = 4.0):
+    """Box width against height (log-log), with the side of one stride-`cell` output cell marked."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(size * 1.1, size))
+    sns.scatterplot(df, x="box_w", y="box_h", hue=hue, ax=ax, s=14, alpha=0.7, linewidth=0)
+    ax.set(xscale="log", yscale="log", xlabel="box width (px)", ylabel="box height (px)")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):  # plain pixel ticks on log axes: 1, 2, 4 … 64
+        axis.set_major_locator(plt.FixedLocator([1, 2, 4, 8, 16, 32, 64]))
+        axis.set_major_formatter(plt.ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    if cell:
+        ax.axvline(cell, color="grey", ls="--", lw=0.8)
+        ax.axhline(cell, color="grey", ls="--", lw=0.8)
+        ax.text(cell * 1.05, ax.get_ylim()[1] * 0.8, f"{cell:g} px = one stride-{cell:g} cell", fontsize=7,
+                color="grey")
+    fig.tight_layout()
+    return fig
+
+
+def curves(x, ys: dict, xlabel: str, ylabel: str, title: str = "", styles: dict | None = None, ax=None,
+           size: float = 3.6):
+    """Several y(x) curves on one axis (radius against box side, Gaussian profiles, loss weights)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(size * 1.35, size))
+    for name, y in ys.items():
+        ax.plot(x, y, label=name, **(styles or {}).get(name, {}))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
+def image_and_heatmaps(image, boxes, heatmaps, titles, scales, cmap: str = "magma", size: float = 2.4):
+    """An image with its boxes and centres, then heatmaps of it with the boxes drawn at each map's scale (Fig. 2).
+
+    `scales[i]` maps image pixels to cells of `heatmaps[i]` (input_size / image_size / stride).
+    """
+    n = 1 + len(heatmaps)
+    fig, axes = plt.subplots(1, n, figsize=(n * size, size * 1.08), squeeze=False)
+    b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    ax = axes[0, 0]
+    ax.imshow(image, interpolation="nearest")
+    draw_boxes(ax, b, GT_COLOUR)
+    ax.plot((b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5, "+", color=GT_COLOUR, ms=6)
+    ax.set_title(titles[0], fontsize=8)
+    ax.axis("off")
+    for ax, hm, t, s in zip(axes.flat[1:], heatmaps, titles[1:], scales):
+        ax.imshow(hm, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        draw_boxes(ax, b * s, "#7fd4ff", lw=0.8)
+        ax.set_title(t, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
