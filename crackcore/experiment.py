@@ -135,3 +135,16 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
     m["checkpoint_sha"] = ckpt_fp
     save_json(out, m)
     return json.loads(out.read_text())
+
+
+def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:
+    """A half-precision copy of a trained model under results/checkpoints/ (small enough to commit; loads widened)."""
+    import torch
+
+    from .runtime import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(ensure_trained(profile, variant, seed, progress=False), variant)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    out = profile.results_dir("checkpoints") / f"{variant}-seed{seed}.fp16.pt"
+    save_checkpoint(out, {**state, "model": half, "dtype": str(torch.float16)})
+    return out
