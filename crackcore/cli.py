@@ -46,6 +46,7 @@ def config_from_args(cls, args: argparse.Namespace):
 def build_parser() -> argparse.ArgumentParser:
     from .bench import BenchConfig
     from .evaluate import EvalConfig
+    from .export import ExportConfig
     from .predict import PredictConfig
     from .synth import SynthConfig
     from .train import TrainConfig
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="detect cracks in image files or folders of any size", formatter_class=fmt)
     r.add_argument("inputs", nargs="+", help="image files or folders")
     add_config_flags(r, PredictConfig)
+    x = sub.add_parser("export", help="a checkpoint as ONNX (fp32 or int8), with a parity check", formatter_class=fmt)
+    add_config_flags(x, ExportConfig)
     b = sub.add_parser("bench", help="volume, GFLOPs, latency and throughput of the variants", formatter_class=fmt)
     add_config_flags(b, BenchConfig)
     return p
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> None:
         from .predict import PredictConfig, predict
         res = predict(config_from_args(PredictConfig, args), args.inputs)
         print(f"{sum(map(len, res.values()))} detections in {len(res)} images → {args.out}")
+    elif args.command == "export":
+        from .export import ExportConfig, export
+        print(f"wrote {export(config_from_args(ExportConfig, args))}")
     elif args.command == "bench":
         from .bench import BenchConfig, bench
         for row in bench(config_from_args(BenchConfig, args))["rows"]:

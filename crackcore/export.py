@@ -6,6 +6,7 @@ Stride, input size and variant travel in the ONNX metadata, which `fast.OnnxRout
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,15 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
     """ONNX Runtime static int8 (QDQ, per-channel weights, u8 activations); the heads' output convs stay fp32."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    graph = onnx.load(str(src)).graph
+    pre = Path(dst).with_name(Path(dst).stem + ".pre.onnx")
+    try:  # shape inference + graph optimisation first, as ONNX Runtime recommends before static quantisation
+        quant_pre_process(str(src), str(pre))
+    except Exception as e:  # an optimisation, not a requirement: quantise the plain export instead
+        warnings.warn(f"ONNX Runtime quantisation pre-processing failed ({type(e).__name__}: {e}); skipped")
+        pre = Path(src)
+    graph = onnx.load(str(pre)).graph
     outputs = {o.name for o in graph.output}
     keep = [n.name for n in graph.node if n.op_type == "Conv" and set(n.output) & outputs]  # same reason as fast.int8
     name = graph.input[0].name
@@ -97,13 +105,15 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
             x = next(self.it, None)
             return None if x is None else {name: x.float().numpy()}
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     proto = onnx.load(str(dst))  # quantize_static drops custom metadata: copy it back for OnnxRoute
     del proto.metadata_props[:]
     proto.metadata_props.extend(onnx.load(str(src)).metadata_props)
     proto.metadata_props.add(key="quantization", value=f"onnxruntime static int8 QDQ, {len(calib_images)} images")
     onnx.save(proto, str(dst))
+    if pre != Path(src):
+        pre.unlink()
     return Path(dst)
 
 
@@ -133,10 +143,11 @@ def export(cfg: ExportConfig) -> Path:
     """Export `cfg.checkpoint` as ONNX (fp32, or int8 with `cfg.int8`); returns the file written."""
     if cfg.format != "onnx":
         raise ValueError(f"unsupported export format {cfg.format!r}; only 'onnx' is implemented")
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ValueError("ONNX export needs the onnx extra: pip install 'crackcore[onnx]'") from None
+    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if cfg.check or cfg.int8 else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:  # a ValueError, so the CLI prints one line instead of a traceback
+        hint = " (or pass --no-check)" if missing == ["onnxruntime"] else ""
+        raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install 'crackcore[onnx]'{hint}")
     model, ckpt = load_model(cfg.checkpoint)
     size = cfg.size or model.input_size
     out = Path(cfg.out or Path(cfg.checkpoint).with_name(f"{model.variant}{'.int8' if cfg.int8 else ''}.onnx"))

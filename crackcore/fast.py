@@ -76,7 +76,7 @@ def _fold_pairs(parent: nn.Module) -> list[tuple[str, str]]:
         return [(a, b) for a, b in zip(names, names[1:])
                 if isinstance(parent._modules[a], (nn.Conv2d, nn.ConvTranspose2d))
                 and isinstance(parent._modules[b], nn.BatchNorm2d)]
-    if isinstance(parent, BasicBlock):  # conv1→bn1→relu→conv2→bn2; its downsample is a Sequential, met on its own
+    if isinstance(parent, BasicBlock):  # conv1→bn1→relu→conv2→bn2; its downsample Sequential is met on its own
         return [("conv1", "bn1"), ("conv2", "bn2")]
     return []
 
@@ -140,15 +140,15 @@ def route_fold_bn(model, calib_images=None, **_):
 
 def route_fold_bn_cl_bf16(model, calib_images=None, **_):
     """All the eager tricks at once: folded BN, NHWC layout, bf16 autocast."""
-    r = _channels_last(fold_bn(model), "fold_bn_cl_bf16", "bf16")
-    return r
+    return _channels_last(fold_bn(model), "fold_bn_cl_bf16", "bf16")
 
 
 def route_torchscript(model, calib_images=None, size=None, **_):
     """torch.jit.trace + freeze of the folded fp32 model, specialised to the example's shape."""
     m = fold_bn(model)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # trace's shape-check TracerWarnings are expected: one shape per trace
             traced = torch.jit.trace(m, _example(m, calib_images, size), strict=False, check_trace=False)
             frozen = torch.jit.freeze(traced)
     except Exception as e:  # TorchScript is deprecated upstream; a torch that drops it must not break the bench
@@ -171,7 +171,7 @@ def _compile(model, name, precision, calib_images, size):
             fn(_example(m, calib_images, size))
     except Exception as e:
         raise RouteUnavailable(f"torch.compile failed: {type(e).__name__}: {str(e)[:300]}") from None
-    return _route(name, m, fn, precision, note="compiled for one input shape (minutes on CPU; opt-in)")
+    return _route(name, m, fn, precision, note="compiled at build for one input shape (15–30 s on 1 CPU thread)")
 
 
 def route_compile(model, calib_images=None, size=None, **_):
@@ -233,7 +233,11 @@ def _int8(model, calib_images, engine):
     q = quantize_int8(copy.deepcopy(model), calib_images, engine=engine)
     kept = "AFF, heads' output convs" + (" and the neck" if engine == "x86" else "")
     name = "int8" if engine == "x86" else f"int8_{engine}"
-    return _route(name, q, q, "int8", device="cpu",
+
+    def fn(x):  # the engine is process-wide: another int8 route built since may have switched it
+        torch.backends.quantized.engine = engine
+        return q(x)
+    return _route(name, q, fn, "int8", device="cpu",
                   note=f"torch.ao FX PTQ ({engine}), {len(calib_images)} calibration images; {kept} fp32")
 
 
@@ -265,7 +269,7 @@ class OnnxRoute(Route):
         self.output_names = [o.name for o in self.session.get_outputs()]
         super().__init__(name, self._run, int(meta.get("stride", 1)), int(meta.get("input_size", 0)),
                          meta.get("variant", "?"), torch.device("cpu"), precision,
-                         note=f"onnxruntime {ort.__version__}, {threads or 'default'} intra-op threads")
+                         note=f"onnxruntime {ort.__version__} {precision}, {threads or 'default'} intra-op threads")
 
     def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outs = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
@@ -286,8 +290,8 @@ def _onnx(model, calib_images, size, threads, int8: bool):
         raise ValueError("the onnx_int8 route needs calib_images")
     m = copy.deepcopy(model).cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:  # the session keeps the bytes; no file outlives the build
-        path = export_onnx(m, Path(tmp) / "model.onnx", size=size or (calib_images.shape[-1] if calib_images is not None
-                                                                         else m.input_size))
+        side = size or (calib_images.shape[-1] if calib_images is not None else m.input_size)
+        path = export_onnx(m, Path(tmp) / "model.onnx", size=side)
         if int8:
             path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", calib_images)
         data = path.read_bytes()
@@ -304,12 +308,13 @@ def route_onnx_int8(model, calib_images=None, size=None, threads: int = 0, **_):
     return _onnx(model, calib_images, size, threads, int8=True)
 
 
-# name → (builder, opt_in): opt-in routes cost minutes to build or need an optional extra, so benches ask for them
+# name → (builder, opt_in): opt-in routes take seconds to build (compile, export) or need the onnx extra
 ROUTES: dict[str, tuple[Callable, bool]] = {
     "fp32": (route_fp32, False), "bf16": (route_bf16, False), "channels_last": (route_channels_last, False),
     "channels_last_bf16": (route_channels_last_bf16, False), "fold_bn": (route_fold_bn, False),
     "fold_bn_cl_bf16": (route_fold_bn_cl_bf16, False), "torchscript": (route_torchscript, False),
-    "int8": (route_int8, False), "int8_fbgemm": (route_int8_fbgemm, False), "onnx": (route_onnx, True), "onnx_int8": (route_onnx_int8, True),
+    "int8": (route_int8, False), "int8_fbgemm": (route_int8_fbgemm, False),
+    "onnx": (route_onnx, True), "onnx_int8": (route_onnx_int8, True),
     "compile": (route_compile, True), "compile_bf16": (route_compile_bf16, True),
 }
 FP32_EXACT = ("fp32", "channels_last", "fold_bn", "torchscript", "compile", "onnx")  # same numbers to ≤1e-4

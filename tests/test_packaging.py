@@ -17,7 +17,7 @@ def requirements(lines):
 
 def test_environment_yml_matches_pyproject():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    ours = requirements(meta["dependencies"] + meta["optional-dependencies"]["dev"])
+    ours = requirements(meta["dependencies"] + [r for extra in meta["optional-dependencies"].values() for r in extra])
     env = requirements(l for l in (ROOT / "environment.yml").read_text().splitlines() if l.strip().startswith("- "))
     assert ours == {k: v for k, v in env.items() if k in ours}
     assert set(ours) <= set(env), f"missing from environment.yml: {set(ours) - set(env)}"
