@@ -43,19 +43,23 @@ def deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float = 0.0) -> nn.Sequential:
-    """Detection head: `n_conv` 3×3 convs with ReLU (no BatchNorm, §IV-A) and a 1×1 output conv."""
+def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = None) -> nn.Sequential:
+    """Detection head: `n_conv` 3×3 convs with ReLU (no BatchNorm, §IV-A) and a 1×1 output conv.
+
+    Initialisation as CenterNet: hidden convs keep PyTorch's default; the heatmap output gets the prior bias, the
+    regression outputs (bias None) small weights so early boxes start near zero size. A small init on the hidden
+    convs too would shrink the signal ~40× per layer through the modified model's three stacked convs.
+    """
     layers: list[nn.Module] = []
     for i in range(n_conv):
         layers += [nn.Conv2d(cin if i == 0 else mid, mid, 3, 1, 1), nn.ReLU(inplace=True)]
     out = nn.Conv2d(mid, cout, 1)
-    layers.append(out)
-    for m in layers:
-        if isinstance(m, nn.Conv2d):  # CenterNet's small init keeps early wh predictions near zero
-            nn.init.normal_(m.weight, std=0.001)
-            nn.init.zeros_(m.bias)
-    nn.init.constant_(out.bias, bias)
-    return nn.Sequential(*layers)
+    if bias is None:
+        nn.init.normal_(out.weight, std=0.001)
+        nn.init.zeros_(out.bias)
+    else:
+        nn.init.constant_(out.bias, bias)
+    return nn.Sequential(*layers, out)
 
 
 class Backbone(nn.Module):
