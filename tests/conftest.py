@@ -1,10 +1,12 @@
 """Shared fixtures: a tiny synthetic data set written once per session, and a fast two-thread torch."""
 import dataclasses
+import os
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads (the machine's cores), or fewer where OMP_NUM_THREADS says so (beside a training job, say).
+torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", 2))))
 
 
 @pytest.fixture(scope="session")

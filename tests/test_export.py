@@ -1,5 +1,4 @@
 """`crackcore export` (issue 6, item 4): ONNX heatmaps within 1e-4 of PyTorch fp32, boxes identical after decoding."""
-import os
 
 import pytest
 import torch
@@ -15,15 +14,6 @@ from crackcore.models import build_model, sigmoid_heatmap  # noqa: E402
 from crackcore.runtime import CheckpointError, provenance, save_checkpoint  # noqa: E402
 
 SIZE = {"modified_aff": 80, "centernet_r18": 128}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    """Honour a lower OMP_NUM_THREADS than conftest's two threads, so these tests can run beside a training job."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, int(os.environ.get("OMP_NUM_THREADS", before))))
-    yield
-    torch.set_num_threads(before)
 
 
 def checkpoint(tmp_path, variant: str):

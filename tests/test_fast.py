@@ -13,15 +13,6 @@ SIZE = {"modified_aff": 48, "centernet_r18": 80}  # small inputs; 80 is not a mu
 APPROX = ("bf16", "channels_last_bf16", "fold_bn_cl_bf16", "int8", "int8_fbgemm", "onnx_int8")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    """Honour a lower OMP_NUM_THREADS than conftest's two threads, so these tests can run beside a training job."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, int(os.environ.get("OMP_NUM_THREADS", before))))
-    yield
-    torch.set_num_threads(before)
-
-
 def lively(variant: str, seed: int = 0) -> nn.Module:
     """A random-weight model whose BatchNorms are not identities and whose heads' outputs vary across the image.
 
