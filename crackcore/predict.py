@@ -11,12 +11,9 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from .data import DataError, read_image
+from .data import IMAGE_SUFFIXES, read_image
 from .evaluate import detect
 from .runtime import load_model, pick_device, pick_precision, save_json
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
 
 @dataclass(frozen=True)
 class PredictConfig:
@@ -145,6 +142,3 @@ def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
             for d in dets:
                 w.writerow([f, *d["box"], d["score"]])
     return results
-
-
-__all__ = ["PredictConfig", "predict", "predict_image", "list_images", "tiles", "tile_origins", "DataError"]
