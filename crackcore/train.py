@@ -10,7 +10,7 @@ import json
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -57,14 +57,6 @@ class TrainConfig:
 
 
 PATH_FIELDS = ("data", "out", "imagenet")
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-    return TrainConfig(**d)
 
 
 def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
