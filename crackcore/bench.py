@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .data import to_input
 from .evaluate import detect
 from .models import VARIANTS, build_model, model_stats
 from .runtime import pick_device, pick_precision, provenance, save_json
@@ -26,11 +27,6 @@ class BenchConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0  # seeds the random weights and inputs (speed does not depend on them)
-
-
-def preprocess(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB → (1, 3, H, W) float in [0, 1], the input every crackcore model expects."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255)
 
 
 def time_call(fn, runs: int, warmup: int, sync=lambda: None) -> list[float]:
@@ -56,7 +52,7 @@ def bench_variant(variant: str, cfg: BenchConfig, device: torch.device, precisio
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     batch = torch.rand(cfg.batch_size, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    one = time_call(lambda: detect(model, preprocess(image), precision=precision), cfg.runs, cfg.warmup, sync)
+    one = time_call(lambda: detect(model, to_input(image), precision=precision), cfg.runs, cfg.warmup, sync)
     many = time_call(lambda: detect(model, batch, precision=precision), max(3, cfg.runs // 10), 2, sync)
     lat = statistics.median(one)
     return {"variant": variant, "resolution": size, "downsampling": model.stride, **model_stats(model),

@@ -70,6 +70,12 @@ def read_image(path) -> np.ndarray:
         raise DataError(f"unreadable or truncated image {path}: {e}") from None
 
 
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) or (N, H, W, 3) uint8 RGB → (N, 3, H, W) float32 in [0, 1]: what every crackcore model takes."""
+    a = torch.from_numpy(np.ascontiguousarray(images))
+    return (a[None] if a.ndim == 3 else a).permute(0, 3, 1, 2).float().div_(255)
+
+
 def letterbox(image: np.ndarray, boxes, size: int, fill=None) -> tuple[np.ndarray, np.ndarray, float]:
     """Resize the longer side to `size` keeping the aspect, pad bottom/right; boxes follow. Returns the scale.
 

@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES, read_image
+from .data import IMAGE_SUFFIXES, read_image, to_input
 from .evaluate import detect
 from .runtime import load_model, pick_device, pick_precision, save_json
 
@@ -72,7 +72,7 @@ def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, lis
     pad[:H, :W] = image
     origins = [(x, y) for y in tile_origins(H, tile, overlap) for x in tile_origins(W, tile, overlap)]
     crops = np.stack([pad[y:y + tile, x:x + tile] for x, y in origins])  # (T, tile, tile, 3)
-    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, origins
+    return to_input(crops), origins
 
 
 def predict_image(model, image: np.ndarray, cfg: PredictConfig, precision: str) -> dict[str, torch.Tensor]:

@@ -44,11 +44,16 @@ def table2(background: dict) -> pd.DataFrame:
     return pd.DataFrame({"paper": PAPER_TABLE2, "ours": ours}).T
 
 
-def threshold_sweep(max_scores, thresholds=None) -> pd.DataFrame:
-    """Background accuracy (% of images without a box) as the §IV-C score threshold moves."""
+def threshold_sweep(max_scores, thresholds=None, pr_curve: dict | None = None) -> pd.DataFrame:
+    """Background accuracy (% of images without a box) as the §IV-C score threshold moves; with the test split's
+    `pr_curve` (from `evaluate`), also the share of test cracks still found at each threshold (`test_recall`)."""
     s = np.asarray(max_scores, dtype=float)
     t = np.round(np.linspace(0.05, 0.95, 19), 2) if thresholds is None else np.asarray(thresholds, dtype=float)
-    return pd.DataFrame({"threshold": t, "accuracy": [100.0 * (s < x).mean() for x in t]})
+    sweep = pd.DataFrame({"threshold": t, "accuracy": [100.0 * (s < x).mean() for x in t]})
+    if pr_curve is not None:  # recall is cumulative in score order: its value at the last detection ≥ t
+        scores, recall = np.asarray(pr_curve["scores"], float), np.asarray(pr_curve["recall"], float)
+        sweep["test_recall"] = [float(recall[scores >= x].max()) if (scores >= x).any() else 0.0 for x in t]
+    return sweep
 
 
 def image_errors(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> tuple[int, int]:

@@ -31,3 +31,10 @@ def test_table1_rows_only_for_measured_variants():
     assert list(t.index) == ["modified"]
     row = t.loc["modified"]
     assert (row["paper_ap"], row["ap07"], row["paper_volume_mb"], row["volume_mb"], row["fps"]) == (95.48, 50.12, 34.0, 56.7, 12.3)
+
+
+def test_threshold_sweep_test_recall_from_pr_curve():
+    # three detections at scores 0.9, 0.6, 0.3 of which the first and third are hits among 4 cracks
+    pr = {"scores": [0.9, 0.6, 0.3], "recall": [0.25, 0.25, 0.5], "precision": [1.0, 0.5, 2 / 3]}
+    sw = threshold_sweep([0.0], thresholds=[0.2, 0.5, 0.7, 0.95], pr_curve=pr)
+    assert sw["test_recall"].tolist() == [0.5, 0.25, 0.25, 0.0]
