@@ -55,7 +55,7 @@ nbrefs: setup
 	$(call run_chain,quick,tests/notebooks)
 
 bench: setup
-	$(PY) -m crackcore bench --out results/bench/table1.json
+	$(PY) -m crackcore bench --readme
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import os
 import re
 import sys
@@ -100,15 +101,19 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         from .predict import PredictConfig, predict
         res = predict(config_from_args(PredictConfig, args), args.inputs)
-        print(f"{sum(map(len, res.values()))} detections in {len(res)} images → {args.out}")
+        n = sum(map(len, res["images"].values()))
+        print(f"{n} detections in {len(res['images'])} images (route {res['route']}) → {args.out}")
     elif args.command == "export":
         from .export import ExportConfig, export
         print(f"wrote {export(config_from_args(ExportConfig, args))}")
     elif args.command == "bench":
-        from .bench import BenchConfig, bench
-        for row in bench(config_from_args(BenchConfig, args))["rows"]:
-            print(f"{row['variant']:>14}: {row['volume_mb']:.1f} MB, {row['gflops']:.2f} GFLOPs, "
-                  f"{row['fps_batch1']:.1f} FPS (batch 1), {row['throughput_img_s']:.1f} img/s (batched)")
+        from .bench import BenchConfig, bench, summary
+        cfg = config_from_args(BenchConfig, args)
+        results = bench(cfg)
+        if cfg.out:
+            print(summary(cfg.out))
+        else:
+            print(json.dumps({p: r["result"] for p, r in results.items()}, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records
-from .decode import decode
+from .fast import Route, build_route, detect_with
 from .metrics import voc_ap
-from .models import sigmoid_heatmap
-from .runtime import autocast, load_model, pick_device, pick_precision, portable_path, provenance, save_json
+from .runtime import load_model, pick_device, pick_precision, portable_path, provenance, save_json
 
 
 @dataclass(frozen=True)
@@ -36,14 +35,12 @@ class EvalConfig:
 
 def detect(model, images: torch.Tensor, *, k: int = 20, threshold: float = 0.1, precision: str = "fp32",
            clip: bool = True):
-    """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image)."""
-    device = next(model.parameters()).device
-    with torch.no_grad(), autocast(device, precision):
-        out = model(images.to(device))
-    heat = sigmoid_heatmap(out["hm"])  # (B, 1, H, W)
-    dets = decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold,
-                  clip=clip)
-    return dets, heat.amax(dim=(1, 2, 3)).cpu()
+    """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image).
+
+    `model` is an eager model run in `precision`, or any `crackcore.fast.Route` (which brings its own precision).
+    """
+    route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
+    return detect_with(route, images, k=k, threshold=threshold, clip=clip)
 
 
 def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +55,8 @@ def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, 
     return images, ab
 
 
-def run_split(model, records, *, batch_size: int, k: int, threshold: float, precision: str, desc: str = ""):
-    """Detections, ground truths (input pixels) and per-image heatmap maxima for a list of records."""
+def run_split(model, records, *, batch_size: int, k: int, threshold: float, precision: str = "fp32", desc: str = ""):
+    """Detections, ground truths (input pixels) and per-image heatmap maxima for a list of records (model or route)."""
     ds = CrackDataset(records, model.input_size, train=False)
     loader = DataLoader(ds, batch_size, shuffle=False, collate_fn=lambda b: b)
     preds, targets, top = [], [], []

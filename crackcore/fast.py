@@ -318,6 +318,16 @@ ROUTES: dict[str, tuple[Callable, bool]] = {
     "compile": (route_compile, True), "compile_bf16": (route_compile_bf16, True),
 }
 FP32_EXACT = ("fp32", "channels_last", "fold_bn", "torchscript", "compile", "onnx")  # same numbers to ≤1e-4
+CALIBRATED = ("int8", "int8_fbgemm", "onnx_int8")  # need representative images at build time
+
+
+def auto_route(device: torch.device, precision: str) -> str:
+    """The default route: the fastest eager one in `make bench`'s table that needs no calibration images.
+
+    int8 is faster still on this CPU, but its AP depends on calibration images a user may not have at hand,
+    so it stays opt-in (`--route int8`).
+    """
+    return "fold_bn_cl_bf16" if precision == "bf16" else "fold_bn"
 
 
 def route_names(opt_in: bool = False) -> list[str]:
@@ -332,5 +342,5 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-__all__ = ["ROUTES", "FP32_EXACT", "Route", "OnnxRoute", "RouteUnavailable", "build_route", "route_names",
+__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "OnnxRoute", "RouteUnavailable", "build_route", "route_names",
            "detect_with", "fold_bn", "quantize_int8"]

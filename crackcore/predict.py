@@ -12,8 +12,9 @@ from torchvision.ops import nms
 from tqdm import tqdm
 
 from .data import IMAGE_SUFFIXES, read_image, to_input
-from .evaluate import detect
+from .fast import CALIBRATED, Route, auto_route, build_route, detect_with
 from .runtime import load_model, pick_device, pick_precision, save_json
+
 
 @dataclass(frozen=True)
 class PredictConfig:
@@ -25,9 +26,11 @@ class PredictConfig:
     threshold: float = 0.1  # score threshold (§IV-C)
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
-    batch_size: int = 64  # tiles per forward pass
+    batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
+    route: str = "auto"  # inference route (crackcore.fast): auto = fastest that needs no calibration; or fp32, int8, ...
+    calib: int = 64  # tiles from the first images that calibrate the int8 routes
     annotate: bool = True  # also write annotated PNGs
 
 
@@ -75,31 +78,71 @@ def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, lis
     return to_input(crops), origins
 
 
-def predict_image(model, image: np.ndarray, cfg: PredictConfig, precision: str) -> dict[str, torch.Tensor]:
-    """Detections of one image of any size in its own pixel coordinates."""
-    H, W = image.shape[:2]
-    size = model.input_size
-    batch, origins = tiles(image, size, cfg.overlap)
-    xs, ys = tile_origins(W, size, cfg.overlap), tile_origins(H, size, cfg.overlap)
-    own = {(x, y): (sx, sy) for x, sx in zip(xs, owned_spans(xs, size, W)) for y, sy in zip(ys, owned_spans(ys, size, H))}
+def merge_tiles(dets, origins, height: int, width: int, tile: int, cfg: PredictConfig) -> dict[str, torch.Tensor]:
+    """One image's detections in its own pixels from its tiles' (tile-pixel) detections."""
+    xs, ys = tile_origins(width, tile, cfg.overlap), tile_origins(height, tile, cfg.overlap)
+    own = {(x, y): (sx, sy) for x, sx in zip(xs, owned_spans(xs, tile, width))
+           for y, sy in zip(ys, owned_spans(ys, tile, height))}
     boxes, scores = [], []
-    for i in range(0, len(batch), cfg.batch_size):
-        dets, _ = detect(model, batch[i:i + cfg.batch_size], k=cfg.k, threshold=cfg.threshold, precision=precision,
-                         clip=False)  # a crack reaching past its tile keeps its full box
-        for d, (x, y) in zip(dets, origins[i:i + cfg.batch_size]):
-            b = d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32)
-            cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-            (x0, x1), (y0, y1) = own[(x, y)]
-            keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)  # each centre is reported by one tile only
-            boxes.append(b[keep])
-            scores.append(d["scores"][keep])
+    for d, (x, y) in zip(dets, origins):
+        b = d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32)
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        (x0, x1), (y0, y1) = own[(x, y)]
+        keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)  # each centre is reported by one tile only
+        boxes.append(b[keep])
+        scores.append(d["scores"][keep])
     boxes, scores = torch.cat(boxes), torch.cat(scores)
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)  # padding of small images is not part of the photo
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # padding of small images is not part of the photo
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
     if len(origins) > 1:  # peaks of one crack seen from two tiles, just either side of a seam
         keep = nms(boxes, scores, cfg.merge_iou)
         boxes, scores = boxes[keep], scores[keep]
     return {"boxes": boxes, "scores": scores}
+
+
+def predict_images(route, images, cfg: PredictConfig):
+    """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images."""
+    tile = route.input_size
+
+    def run(pending):
+        batch = torch.cat([t for _, _, t, _ in pending])  # (T, 3, tile, tile)
+        dets = []
+        for chunk in batch.split(cfg.batch_size):
+            dets += detect_with(route, chunk, k=cfg.k, threshold=cfg.threshold, clip=False)[0]  # full boxes past a tile's edge
+        for i, image, t, origins in pending:
+            mine, dets = dets[:len(t)], dets[len(t):]
+            yield i, image, merge_tiles(mine, origins, *image.shape[:2], tile, cfg)
+
+    pending, n = [], 0
+    for i, image in enumerate(images):
+        t, origins = tiles(image, tile, cfg.overlap)
+        pending.append((i, image, t, origins))
+        n += len(t)
+        if n >= cfg.batch_size:
+            yield from run(pending)
+            pending, n = [], 0
+    if pending:
+        yield from run(pending)
+
+
+def predict_image(route, image: np.ndarray, cfg: PredictConfig) -> dict[str, torch.Tensor]:
+    """Detections of one image of any size in its own pixel coordinates."""
+    return next(predict_images(route, [image], cfg))[2]
+
+
+def inference_route(model, cfg: PredictConfig, files, device) -> Route:
+    """The route `cfg.route` names (`auto`: `fast.auto_route`), int8 ones calibrated on the first images' tiles."""
+    name = auto_route(device, pick_precision(device, cfg.precision)) if cfg.route == "auto" else cfg.route
+    calib = None
+    if name in CALIBRATED:
+        parts, n = [], 0
+        for f in files:
+            parts.append(tiles(read_image(f), model.input_size, cfg.overlap)[0])
+            n += len(parts[-1])
+            if n >= cfg.calib:
+                break
+        calib = torch.cat(parts)[:cfg.calib]
+    return build_route(name, model, calib)
 
 
 def draw(image: np.ndarray, boxes, scores) -> np.ndarray:
@@ -121,24 +164,26 @@ def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
     """Run a checkpoint on image files or folders; writes predictions.json, predictions.csv and annotated PNGs."""
     files = list_images(inputs)
     device = pick_device(cfg.device)
-    precision = pick_precision(device, cfg.precision)
     model, _ = load_model(cfg.checkpoint, device=device)
+    route = inference_route(model, cfg, files, device)
     out = Path(cfg.out)
     (out / "annotated").mkdir(parents=True, exist_ok=True)
     results = {}
-    for f in tqdm(files, desc="predict", disable=not progress):
-        image = read_image(f)
-        det = predict_image(model, image, cfg, precision)
+    images = (read_image(f) for f in files)
+    for i, image, det in tqdm(predict_images(route, images, cfg), total=len(files), desc=f"predict ({route.name})",
+                              disable=not progress):
+        f = files[i]
         results[str(f)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
                            for b, s in zip(det["boxes"], det["scores"])]
         if cfg.annotate:
             cv2.imwrite(str(out / "annotated" / f"{f.stem}.png"), draw(image, det["boxes"], det["scores"]))
     save_json(out / "predictions.json", {"checkpoint": str(cfg.checkpoint), "variant": model.variant,
-                                         "precision": precision, "device": str(device), "images": results})
+                                         "route": route.name, "precision": route.precision, "device": str(device),
+                                         "images": results})
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "x1", "y1", "x2", "y2", "score"])
         for f, dets in results.items():
             for d in dets:
                 w.writerow([f, *d["box"], d["score"]])
-    return results
+    return {"route": route.name, "images": results}

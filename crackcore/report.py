@@ -78,3 +78,54 @@ def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
     df.to_csv(folder / f"{name}.csv")
     (folder / f"{name}.md").write_text(df.to_markdown() + "\n")
     return folder / f"{name}.md"
+
+
+def bench_tables(parts: dict[str, dict]) -> str:
+    """Markdown for `make bench`'s results: one table per part present (table1, routes, training, predict)."""
+    out = []
+    if "table1" in parts:
+        rows = parts["table1"]["result"]
+        df = pd.DataFrame([{"variant": r["variant"], "input": f"{r['resolution']} px", "stride": r["downsampling"],
+                            "FPS (batch 1)": round(r["fps_batch1"], 1), "paper FPS": PAPER_TABLE1[r["variant"]]["fps"],
+                            "img/s (batch 32)": round(r["throughput_img_s"], 1), "precision": r["precision"]}
+                           for r in rows]).set_index("variant")
+        out += ["**Table I speed** (end to end, untrained weights: speed does not depend on them)", "",
+                df.to_markdown(), ""]
+        fps = {r["variant"]: r["fps_batch1"] for r in rows}
+        if {"modified_aff", "centernet_r18"} <= set(fps):
+            out += [f"modified_aff at 80 px / centernet_r18 at 384 px: **{fps['modified_aff'] / fps['centernet_r18']:.2f}×**"
+                    " (paper 30 / 20 = 1.50×)", ""]
+    if "routes" in parts:
+        res = parts["routes"]["result"]
+        ref = res["fp32_ap07"]
+        df = pd.DataFrame([{"route": r["route"], "precision": r["precision"], "FPS (batch 1)": round(r["fps_batch1"], 1),
+                            "AP07": round(r["ap07"], 2), "ΔAP vs fp32": round(r["ap07"] - ref, 2) if ref else None,
+                            "keeps AP": "yes" if r["keeps_ap"] else "no", "note": r["note"]}
+                           if r["available"] else {"route": r["route"], "note": "unavailable: " + r["reason"]}
+                           for r in res["rows"]]).set_index("route")
+        out += [f"**Inference routes** of the trained `{res['variant']}` (`{res['checkpoint']}`), batch 1 end to end "
+                "(uint8 → boxes), AP07 on the 181 test images", "", df.to_markdown(), "",
+                f"Fastest route keeping AP07 within {parts['routes']['config']['ap_tolerance']} of fp32: "
+                f"**{res['best']}**; fastest without calibration data: **{res['best_without_calibration']}**; "
+                f"`crackcore predict` default (`--route auto`) on this machine: **{res['auto']}**.", ""]
+    if "training" in parts:
+        df = pd.DataFrame([{"variant": r["variant"], "train img/s": round(r["train_img_s"], 1),
+                            "conv-limit img/s": round(r["limit_img_s"], 1), "efficiency": f"{100 * r['efficiency']:.0f}%",
+                            "GFLOP/s": round(r["achieved_gflop_s"]), "loader img/s": round(r["loader_img_s"], 1),
+                            "data wait (serial)": f"{100 * r['data_wait_share_serial']:.1f}%",
+                            "data wait (paper run)": (f"{100 * r['paper_run_data_wait_share']:.1f}%"
+                                                      if "paper_run_data_wait_share" in r else "–")}
+                           for r in parts["training"]["result"]]).set_index("variant")
+        out += ["**Training** (batch 16, real data and loss, Adam; limit = the step's convolutions alone, same shapes)",
+                "", df.to_markdown(), ""]
+    if "predict" in parts:
+        df = pd.DataFrame([{"route": r["route"], "images": r["images"], "wall s": round(r["wall_s"], 1),
+                            "img/s": round(r["images_per_s"], 1), "images/hour": f"{r['images_per_hour']:,.0f}",
+                            "peak RSS MB": round(r["peak_rss_mb"])} for r in parts["predict"]["result"]])
+        out += ["**`crackcore predict`** on a folder of 80×80 PNGs (fresh process: start-up, model load, reading, "
+                "annotated PNGs and JSON/CSV included)", "", df.set_index("route").to_markdown(), ""]
+    prov = next(iter(parts.values()))["provenance"] if parts else {}
+    if prov:
+        out += [f"Measured on {prov.get('device')}, {prov.get('cpu_threads')} threads, torch {prov.get('torch')}, "
+                f"commit {str(prov.get('git_commit'))[:10]}.", ""]
+    return "\n".join(out)

@@ -82,6 +82,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), or the architecture where that is not readable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: torch.device | None = None, precision: str | None = None) -> dict:
     """What a result needs next to it to be reproducible: versions, commit, machine, device, precision."""
     import torchvision
@@ -90,7 +101,7 @@ def provenance(device: torch.device | None = None, precision: str | None = None)
             "torchvision": str(torchvision.__version__), "numpy": np.__version__, "python": platform.python_version(),
             "git_commit": git_commit(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
     if device is not None:
-        info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+        info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})"
     if precision is not None:
         info["precision"] = precision
     return info

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from crackcore.cli import main
-from crackcore.predict import PredictConfig, predict_image, tile_origins
+from crackcore.fast import build_route
+from crackcore.predict import PredictConfig, predict_image, predict_images, tile_origins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,25 +47,31 @@ def test_evaluate_writes_metrics(trained, tiny_data, tmp_path, capsys):
     assert "AP07" in capsys.readouterr().out
 
 
-def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path):
+def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path, capsys):
     out = tmp_path / "pred"
     folder = tiny_data / "images" / "test"
     assert main(["predict", str(folder), "--checkpoint", str(trained / "model.pt"), "--out", str(out),
                  "--precision", "fp32", "--threshold", "0.01"]) == 0
     res = json.loads((out / "predictions.json").read_text())
     assert len(res["images"]) == 4 and res["variant"] == "modified"
+    assert res["route"] == "fold_bn" and "(route fold_bn)" in capsys.readouterr().out  # auto, fp32: says what ran
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0] == "file,x1,y1,x2,y2,score" and len(rows) - 1 == sum(map(len, res["images"].values()))
     assert len(list((out / "annotated").glob("*.png"))) == 4
 
 
-def test_bench_writes_json(tmp_path):
-    out = tmp_path / "b.json"
-    assert main(["bench", "--variants", "modified", "--runs", "2", "--warmup", "1", "--batch-size", "2",
-                 "--precision", "fp32", "--out", str(out)]) == 0
-    row = json.loads(out.read_text())["rows"][0]
-    assert row["variant"] == "modified" and row["resolution"] == 80 and row["downsampling"] == 1
-    assert row["fps_batch1"] > 0 and row["params"] > 1e6 and row["gflops"] > 1
+def test_predict_int8_route_calibrates_on_the_inputs(trained, tiny_data, tmp_path):
+    out = tmp_path / "pred8"
+    assert main(["predict", str(tiny_data / "images" / "test"), "--checkpoint", str(trained / "model.pt"),
+                 "--out", str(out), "--route", "int8", "--calib", "4", "--no-annotate", "--threshold", "0.01"]) == 0
+    res = json.loads((out / "predictions.json").read_text())
+    assert res["route"] == "int8" and res["precision"] == "int8" and len(res["images"]) == 4
+
+
+def test_predict_unknown_route_is_a_usage_error(trained, tiny_data, tmp_path, capsys):
+    assert main(["predict", str(tiny_data / "images" / "test"), "--checkpoint", str(trained / "model.pt"),
+                 "--out", str(tmp_path / "p"), "--route", "warp9"]) == 2
+    assert "unknown route 'warp9'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, msg", [
@@ -125,16 +132,34 @@ def test_tile_origins_cover_the_image():
 def test_predict_large_image_finds_planted_crack_in_image_coordinates():
     img = np.full((250, 333, 3), 230, np.uint8)
     img[141:147, 200:212] = 40  # planted dark streak centred at (206, 144), across a tile seam
-    det = predict_image(DarkSpotDetector(), img, PredictConfig(threshold=0.5), "fp32")
+    route = build_route("fp32", DarkSpotDetector())
+    det = predict_image(route, img, PredictConfig(threshold=0.5))
     assert len(det["boxes"]) == 1  # duplicates from overlapping tiles merged
     x1, y1, x2, y2 = det["boxes"][0].tolist()
     assert abs((x1 + x2) / 2 - 206) <= 1 and abs((y1 + y2) / 2 - 144) <= 1
     small = np.full((40, 50, 3), 230, np.uint8)
     small[10:16, 28:36] = 30
-    d = predict_image(DarkSpotDetector(), small, PredictConfig(threshold=0.5), "fp32")
+    d = predict_image(route, small, PredictConfig(threshold=0.5))
     assert len(d["boxes"]) >= 1 and d["boxes"][:, 0::2].max() <= 50 and d["boxes"][:, 1::2].max() <= 40
     centres = (d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2  # one tile: the paper's decoder, no merging
     assert ((centres - torch.tensor([32.0, 13.0])).abs() <= 4).all()
+
+
+def test_predict_batches_tiles_across_images_without_mixing_them():
+    route = build_route("fp32", DarkSpotDetector())
+    images = []
+    for i in range(5):  # 80×80 patches (one tile each) and one 200×120 photo (several tiles)
+        img = np.full((200, 120, 3) if i == 2 else (80, 80, 3), 230, np.uint8)
+        img[10 + 10 * i:16 + 10 * i, 40:48] = 30  # each image's streak in its own place
+        images.append(img)
+    cfg = PredictConfig(threshold=0.5, batch_size=3)
+    batched = list(predict_images(route, images, cfg))
+    assert [i for i, _, _ in batched] == list(range(5))
+    for (i, _, det), img in zip(batched, images):
+        alone = predict_image(route, img, cfg)
+        assert torch.equal(det["boxes"], alone["boxes"]) and torch.equal(det["scores"], alone["scores"])
+        centre = (det["boxes"][0, :2] + det["boxes"][0, 2:]) / 2
+        assert abs(centre[0] - 44) <= 3 and abs(centre[1] - (13 + 10 * i)) <= 3  # the 9×9 detector has plateaus
 
 
 def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
