@@ -9,7 +9,7 @@ NB_TIMEOUT ?= 14400
 VARIANTS := centernet_r18 modified modified_aff
 PAPERMILL = $(PY) -m papermill --kernel $(KERNEL) --execution-timeout $(NB_TIMEOUT) --cwd notebooks --log-output
 
-.PHONY: setup test quick reproduce bench lab clean nbrefs
+.PHONY: setup test quick reproduce bench calibrate lab clean nbrefs
 
 setup: $(STAMP)
 
@@ -54,8 +54,13 @@ nbrefs: setup
 	rm -rf runs/quick scratch/quick
 	$(call run_chain,quick,tests/notebooks)
 
+# Speed and memory (issue 6): results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
 bench: setup
 	$(PY) -m crackcore bench --readme
+
+# The synthetic data's one difficulty calibration (issue 3): modified_aff on 80 % of train, AP on the other 20 %.
+calibrate: setup
+	$(PY) -c "from crackcore.experiment import calibrate; print(calibrate())"
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -63,7 +63,8 @@ def time_call(fn, runs: int, warmup: int, sync=lambda: None) -> list[float]:
     return times
 
 
-def _sync(device: torch.device):
+def device_sync(device: torch.device):
+    """What to call before reading a clock: CUDA runs asynchronously, the CPU does not."""
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
@@ -74,12 +75,17 @@ def bench_variant(variant: str, cfg: BenchConfig, device: torch.device, precisio
     size = model.input_size
     image = np.random.default_rng(cfg.seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     batch = torch.rand(cfg.batch_size, 3, size, size, device=device)
-    one = time_call(lambda: detect(model, to_input(image), precision=precision), cfg.runs, cfg.warmup, _sync(device))
-    many = time_call(lambda: detect(model, batch, precision=precision), max(3, cfg.runs // 10), 2, _sync(device))
+    sync = device_sync(device)
+    one = time_call(lambda: detect(model, to_input(image), precision=precision), cfg.runs, cfg.warmup, sync)
+    many = time_call(lambda: detect(model, batch, precision=precision), max(3, cfg.runs // 10), 2, sync)
+    route = build_route(auto_route(device, precision), model)  # what `crackcore predict` runs by default
+    fast = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, sync)
     lat = statistics.median(one)
     return {"variant": variant, "resolution": size, "downsampling": model.stride, **model_stats(model),
-            "precision": precision, "latency_ms_median": 1e3 * lat, "latency_ms_p90": 1e3 * float(np.percentile(one, 90)),
-            "fps_batch1": 1 / lat, "throughput_img_s": cfg.batch_size / statistics.median(many)}
+            "precision": precision, "latency_ms_median": 1e3 * lat,
+            "latency_ms_p90": 1e3 * float(np.percentile(one, 90)),
+            "fps_batch1": 1 / lat, "throughput_img_s": cfg.batch_size / statistics.median(many),
+            "route": route.name, "fps_batch1_route": 1 / statistics.median(fast)}
 
 
 def eval_images(records, size: int, limit: int = 0) -> torch.Tensor:
@@ -104,8 +110,9 @@ def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
             rows.append({"route": name, "available": False, "reason": str(e)})
             continue
         build_s = time.perf_counter() - t0
-        times = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, _sync(device))
-        preds, targets, _ = run_split(route, test, batch_size=32, k=20, threshold=0.1)
+        times = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, device_sync(device))
+        # batch 1, as timed: shape-specialised routes (trace, compile) would otherwise recompile for every batch size
+        preds, targets, _ = run_split(route, test, batch_size=1, k=20, threshold=0.1)
         lat = statistics.median(times)
         rows.append({"route": name, "available": True, "precision": route.precision, "note": route.note,
                      "build_s": build_s, "latency_ms_median": 1e3 * lat, "fps_batch1": 1 / lat,
@@ -152,7 +159,7 @@ def bench_predict(cfg: BenchConfig, route: str = "auto") -> dict:
 
 
 def summary(folder) -> str:
-    """Markdown tables of every <part>.json in `folder` (this run's and earlier ones'), for summary.md and the README."""
+    """Markdown tables of every <part>.json in `folder` (this run's and earlier ones'): summary.md, the README."""
     from .report import bench_tables
 
     return bench_tables({p: json.loads((Path(folder) / f"{p}.json").read_text()) for p in PARTS

@@ -253,6 +253,24 @@ def load_voc(folder, image_dir=None, image_set: str | None = None, category: str
     return _validate(entries, orphans, root, category, category_map, skip_bad)
 
 
+def write_coco(records, json_path) -> Path:
+    """A COCO detection file (category 1 "crack") listing `records`, file names relative to the file's folder."""
+    import os
+
+    path = Path(json_path)
+    images, anns = [], []
+    for i, r in enumerate(records, 1):
+        images.append({"id": i, "file_name": os.path.relpath(Path(r.path).resolve(), path.parent.resolve()),
+                       "width": r.width, "height": r.height})
+        anns += [{"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                  "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                  "area": float((b[2] - b[0]) * (b[3] - b[1]))} for b in r.boxes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "crack"}]}))
+    return path
+
+
 def synth_records(root, split: str) -> list[Record]:
     """Records of one split written by crackcore.synth.write_dataset (§V-A)."""
     return load_coco(Path(root) / f"{split}.json")

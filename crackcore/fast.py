@@ -342,5 +342,5 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "OnnxRoute", "RouteUnavailable", "build_route", "route_names",
-           "detect_with", "fold_bn", "quantize_int8"]
+__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "OnnxRoute", "RouteUnavailable", "build_route",
+           "route_names", "detect_with", "fold_bn", "quantize_int8"]

@@ -16,6 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from .bench import device_sync, time_call
 from .data import load_records
 from .losses import centernet_loss
 from .models import build_model
@@ -35,17 +36,6 @@ def conv_inputs(model: nn.Module, images: torch.Tensor) -> list[tuple[nn.Module,
     return seen
 
 
-def _median_s(fn, runs: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def conv_limit_s(model: nn.Module, images: torch.Tensor, precision: str, channels_last: bool, runs: int) -> float:
     """Seconds per batch for the forward and backward passes of `model`'s convolutions alone (same shapes)."""
     device = images.device
@@ -60,7 +50,7 @@ def conv_limit_s(model: nn.Module, images: torch.Tensor, precision: str, channel
             with autocast(device, precision):
                 y = layer(x)
             y.backward(torch.ones_like(y))
-        total += _median_s(step, runs)
+        total += statistics.median(time_call(step, runs, 1, device_sync(device)))
     return total
 
 
@@ -90,10 +80,8 @@ def bench_training(variant: str, cfg, device: torch.device, precision: str) -> d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
     model.train()
-    step_s = _median_s(step, cfg.train_steps, warmup=2)
+    step_s = statistics.median(time_call(step, cfg.train_steps, 2, device_sync(device)))
     limit_s = conv_limit_s(model, batches[0][0], precision, tc.channels_last, max(3, cfg.train_steps))
     gflops = 3 * sum(_conv_gflops(m, s) for m, s in conv_inputs(model, batches[0][0]))  # forward + 2× backward
     n = batches[0][0].shape[0]  # the paper's 16, unless the data hold fewer images

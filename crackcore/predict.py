@@ -29,7 +29,7 @@ class PredictConfig:
     batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
-    route: str = "auto"  # inference route (crackcore.fast): auto = fastest that needs no calibration; or fp32, int8, ...
+    route: str = "auto"  # crackcore.fast route: auto = the fastest needing no calibration; or fp32, int8, ...
     calib: int = 64  # tiles from the first images that calibrate the int8 routes
     annotate: bool = True  # also write annotated PNGs
 
@@ -108,7 +108,8 @@ def predict_images(route, images, cfg: PredictConfig):
         batch = torch.cat([t for _, _, t, _ in pending])  # (T, 3, tile, tile)
         dets = []
         for chunk in batch.split(cfg.batch_size):
-            dets += detect_with(route, chunk, k=cfg.k, threshold=cfg.threshold, clip=False)[0]  # full boxes past a tile's edge
+            # clip=False: a crack reaching past its tile keeps its full box
+            dets += detect_with(route, chunk, k=cfg.k, threshold=cfg.threshold, clip=False)[0]
         for i, image, t, origins in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
             yield i, image, merge_tiles(mine, origins, *image.shape[:2], tile, cfg)

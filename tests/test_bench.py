@@ -99,9 +99,9 @@ def test_write_readme_replaces_only_between_markers(tmp_path):
 def test_bench_tables_ratio_and_route_verdicts():
     prov = {"device": "cpu (test)", "cpu_threads": 2, "torch": "2.x", "git_commit": "abcdef1234567"}
     t1 = [{"variant": "centernet_r18", "resolution": 384, "downsampling": 4, "fps_batch1": 20.0,
-           "throughput_img_s": 21.0, "precision": "bf16"},
+           "throughput_img_s": 21.0, "precision": "bf16", "route": "fold_bn_cl_bf16", "fps_batch1_route": 25.0},
           {"variant": "modified_aff", "resolution": 80, "downsampling": 1, "fps_batch1": 35.0,
-           "throughput_img_s": 40.0, "precision": "bf16"}]
+           "throughput_img_s": 40.0, "precision": "bf16", "route": "fold_bn_cl_bf16", "fps_batch1_route": 50.0}]
     routes = {"variant": "modified_aff", "checkpoint": "c.pt", "fp32_ap07": 50.0, "best": "int8",
               "best_without_calibration": "bf16", "auto": "bf16",
               "rows": [{"route": "fp32", "available": True, "precision": "fp32", "fps_batch1": 10.0, "ap07": 50.0,
@@ -110,7 +110,7 @@ def test_bench_tables_ratio_and_route_verdicts():
                         "keeps_ap": True, "note": ""}]}
     md = bench_tables({"table1": {"result": t1, "provenance": prov},
                        "routes": {"result": routes, "config": {"ap_tolerance": 0.5}, "provenance": prov}})
-    assert "**1.75×** (paper 30 / 20 = 1.50×)" in md
+    assert "**1.75×** eager, 2.00× on route fold_bn_cl_bf16 (paper 30 / 20 = 1.50×)" in md
     assert "| int8    | int8        |              40 |   49.6 |          -0.4 | yes" in md
     assert "commit abcdef1234" in md
 
@@ -121,4 +121,5 @@ def test_cli_bench_prints_the_summary(tmp_path, capsys):
     row = json.loads((tmp_path / "table1.json").read_text())["result"][0]
     assert row["variant"] == "modified" and row["resolution"] == 80 and row["downsampling"] == 1
     assert row["fps_batch1"] > 0 and row["params"] > 1e6 and row["gflops"] > 1
+    assert row["route"] == "fold_bn" and row["fps_batch1_route"] > 0  # fp32 asked: the exact folded route
     assert "**Table I speed**" in capsys.readouterr().out

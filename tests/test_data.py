@@ -207,3 +207,15 @@ def test_training_dataset_pickles_for_spawned_workers(tmp_path):
     ds = CrackDataset(load_coco(_coco(tmp_path, [{"id": 1, "file_name": "a.png"}], [])), 80, train=True)
     clone = pickle.loads(pickle.dumps(ds))
     assert clone[0][0].shape == (3, 80, 80)
+
+
+def test_write_coco_round_trip(tiny_data, tmp_path):
+    from crackcore.data import write_coco
+
+    records = load_records(tiny_data, "train")[:5] + load_records(tiny_data, "background")[:2]
+    back = load_coco(write_coco(records, tmp_path / "sub" / "part.json"))
+    assert [r.path.resolve() for r in back] == [r.path.resolve() for r in records]
+    for a, b in zip(records, back):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-5)
+        assert (a.width, a.height) == (b.width, b.height)
+    assert sum(len(r.boxes) == 0 for r in back) >= 2  # the backgrounds stay box-free

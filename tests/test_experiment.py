@@ -39,3 +39,27 @@ def test_train_config_follows_profile(profile):
     cfg = ex.train_config(profile, "modified", seed=2)
     assert (cfg.epochs, cfg.lr_drop_epoch, cfg.precision, cfg.seed) == (1, 1, "fp32", 2)
     assert cfg.out.endswith("modified-seed2") and cfg.data == str(profile.data)
+
+
+def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
+    from crackcore import data, evaluate, train
+
+    profile = ex.Profile("t", 10, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    read = []
+    real_load = data.load_records
+    for module in (data, evaluate, train):  # every reader of annotation files on the calibration's path
+        monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
+                            real_load(src, split, **kw))
+    r = ex.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)
+    assert (r["n_fit"], r["n_val"]) == (8, 2)
+    folder = profile.runs / "calibration-modified-seed0"
+    fit = {im["file_name"] for im in json.loads((folder / "fit.json").read_text())["images"]}
+    val = {im["file_name"] for im in json.loads((folder / "val.json").read_text())["images"]}
+    assert len(fit) == 8 and len(val) == 2 and not fit & val  # disjoint parts of the training split
+    assert all("/train/" in f for f in fit | val)
+    assert {src.rsplit("/", 1)[-1] for src, _ in read} == {"data", "fit.json", "val.json"}
+    assert all(split == "train" for src, split in read if src.endswith("data"))  # test split never looked at
+    expected = "harder" if r["ap07_val"] > 90 else "easier" if r["ap07_val"] < 30 else "keep the defaults"
+    assert r["verdict"] == expected
+    saved = json.loads((profile.results / "metrics" / "calibration-modified-seed0.json").read_text())
+    assert saved["ap07_val"] == r["ap07_val"] and saved["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
