@@ -56,6 +56,7 @@ nbrefs: setup
 
 # Speed and memory (issue 6): results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
 bench: setup
+	$(PY) -c "from crackcore.experiment import ensure_data, get_profile; ensure_data(get_profile('paper'))"
 	$(PY) -m crackcore bench --readme
 
 # The synthetic data's one difficulty calibration (issue 3): modified_aff on 80 % of train, AP on the other 20 %.

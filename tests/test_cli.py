@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from crackcore.cli import main
+from crackcore.data import load_records
 from crackcore.fast import build_route
 from crackcore.predict import PredictConfig, predict_image, predict_images, tile_origins
 
@@ -173,3 +174,15 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["config"]["batch_size"] == 4  # the global batch the user asked for is what is recorded
     assert len((out / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_fusion_weights_are_a_softmax_pair_per_pixel(tiny_data):
+    from crackcore.evaluate import fusion_weights
+    from crackcore.models import build_model
+
+    records = load_records(tiny_data, "test")
+    images, ab = fusion_weights(build_model("modified_aff").eval(), records, batch_size=3)
+    assert images.shape == (4, 3, 80, 80) and ab.shape == (4, 2, 80, 80)
+    torch.testing.assert_close(ab.sum(1), torch.ones(4, 80, 80))  # eq. (4): a + b = 1
+    with pytest.raises(ValueError, match="no adaptive feature fusion"):
+        fusion_weights(build_model("modified").eval(), records)
