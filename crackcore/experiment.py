@@ -146,6 +146,10 @@ def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:
     state = load_checkpoint(ensure_trained(profile, variant, seed, progress=False), variant)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     out = profile.results_dir("checkpoints") / f"{variant}-seed{seed}.fp16.pt"
+    if out.exists():  # the same weights again: keep the committed file's bytes (its provenance names its commit)
+        old = load_checkpoint(out, variant)["model"]
+        if old.keys() == half.keys() and all(torch.equal(old[k], v) for k, v in half.items()):
+            return out
     save_checkpoint(out, {**state, "model": half, "dtype": str(torch.float16)})
     return out
 

@@ -63,3 +63,20 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
     assert r["verdict"] == expected
     saved = json.loads((profile.results / "metrics" / "calibration-modified-seed0.json").read_text())
     assert saved["ap07_val"] == r["ap07_val"] and saved["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
+
+
+def test_publish_checkpoint_is_half_precision_and_rewrites_only_new_weights(profile):
+    import torch
+
+    from crackcore.runtime import load_checkpoint, load_model
+
+    ckpt = ex.ensure_trained(profile, "modified", progress=False)
+    out = ex.publish_checkpoint(profile, "modified")
+    data = out.read_bytes()
+    state = load_checkpoint(out, "modified")
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    full = load_checkpoint(ckpt, "modified")["model"]
+    model, _ = load_model(out)  # widened back to fp32 for use
+    w = model.state_dict()["heads.hm.0.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, full["heads.hm.0.weight"].half().float())
+    assert ex.publish_checkpoint(profile, "modified").read_bytes() == data  # same weights: file untouched
