@@ -140,9 +140,11 @@ def bench_predict(cfg: BenchConfig, route: str = "auto") -> dict:
         folder.mkdir()
         for i, f in enumerate(files):
             (folder / f"{i:05d}.png").symlink_to(f.resolve())
-        probe = ("import resource, sys; from crackcore.cli import main; rc = main(sys.argv[1:]); "
-                 "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
-                 "sys.exit(rc)")  # the child reports its own peak, so one run's figure is not another's
+        # The child reports its own peak: VmHWM belongs to the process image started by exec, whereas its
+        # ru_maxrss would inherit the forking parent's (this benchmark's) high-water mark.
+        probe = ("import re, sys; from pathlib import Path; from crackcore.cli import main; "
+                 "rc = main(sys.argv[1:]); print('PEAK_RSS_KIB', re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1], "
+                 "file=sys.stderr); sys.exit(rc)")
         cmd = [sys.executable, "-c", probe, "predict", str(folder), "--checkpoint", cfg.checkpoint,
                "--out", str(Path(tmp) / "out"), "--route", route, "--device", cfg.device, "--precision", cfg.precision]
         env = {**os.environ, **({"OMP_NUM_THREADS": str(cfg.threads)} if cfg.threads else {})}
@@ -152,7 +154,7 @@ def bench_predict(cfg: BenchConfig, route: str = "auto") -> dict:
         if r.returncode:
             raise RuntimeError(f"crackcore predict failed: {r.stderr[-2000:]}")
         ran = json.loads((Path(tmp) / "out" / "predictions.json").read_text())
-    peak_mb = int(r.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[0]) / 1024  # Linux reports KiB
+    peak_mb = int(r.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[0]) / 1024  # /proc reports KiB
     return {"images": len(files), "route": ran["route"], "wall_s": wall, "images_per_s": len(files) / wall,
             "images_per_hour": 3600 * len(files) / wall, "peak_rss_mb": peak_mb, "annotated": True,
             "detections": sum(map(len, ran["images"].values()))}

@@ -434,7 +434,11 @@ Gaussian rather than signal-dependent, and no demosaicing or lens shading is mod
 that a method works and how variants compare; they are not a claim about any factory's images.
 
 ## Calibration
-The difficulty knobs (contrast, width, length, visibility threshold, the hard-negative rates) are meant to be set
-once so that a paper-protocol `modified_aff` does not saturate (the paper reports 94–96 AP on its data),
-judged on a validation part of `train`, never by repeated trials on `test`.{notes}
+The difficulty knobs (contrast, width, length, visibility threshold, the hard-negative rates) are set so that a
+paper-protocol `modified_aff` does not saturate (the paper reports 94–96 AP on its data, where Table I's gaps would
+be noise), judged on a validation part of `train`, never by trials on `test`. The defaults were set by eye on
+rendered samples, then checked once (`make calibrate`, `results/metrics/calibration-modified_aff-seed0.json`):
+`modified_aff` trained under the §IV-B protocol (25 epochs, bf16, seed 0) on 581 of the 726 training images and
+scored on the other 145 (a seeded split). The rule, fixed before the run: AP07 above 90 → harder, below 30 →
+easier, otherwise keep. Measured: AP07 46.2 (all-point 45.1), so the defaults were kept.{notes}
 """
