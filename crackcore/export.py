@@ -2,7 +2,7 @@
 
 The graph takes (B, 3, S, S) floats in [0, 1] (normalisation is inside the model, §models) and returns `hm` logits,
 `wh`, `reg` (stride-4 model only) and, if asked, the AFF weights `aff`, so any runtime decodes it as §IV-C does.
-Stride, input size and variant travel in the ONNX metadata, which `fast.OnnxRoute` reads.
+Stride, input size and variant travel in the ONNX metadata, which `quant.OnnxRoute` reads.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def calibration_images(data: str, split: str, n: int, size: int) -> torch.Tensor
 
 def parity(model, path: str | Path, size: int, seed: int = 0) -> float:
     """Max |sigmoid(hm)| difference between PyTorch fp32 and ONNX Runtime on one random image."""
-    from .fast import OnnxRoute
+    from .quant import OnnxRoute
 
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():

@@ -2,8 +2,9 @@
 
 A route is built once from an eval-mode `CenterNet` and called like the model: `route(images)` with (B, 3, H, W)
 floats in [0, 1] returns the raw output dict (`hm` logits, `wh`, `reg` at stride 4, `aff` where the route keeps it),
-always as fp32 tensors, so `detect_with` decodes every route with the same §IV-C code as `evaluate.detect`.
+always as fp32 tensors, so `detect_with` (behind `evaluate.detect` too) decodes every route with the same §IV-C code.
 Routes that need something this machine lacks raise `RouteUnavailable` with the reason, so a bench can list it.
+The eager, TorchScript and torch.compile routes are here; the int8 and ONNX Runtime ones in `crackcore.quant`.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def detect_with(route, images: torch.Tensor, *, k: int = 20, threshold: float = 
     return dets, heat.amax(dim=(1, 2, 3)).cpu()
 
 
-def _route(name: str, model, fn, precision: str = "fp32", device=None, note: str = "") -> Route:
+def as_route(name: str, model, fn, precision: str = "fp32", device=None, note: str = "") -> Route:
+    """Wrap `fn` (images → raw outputs) as a Route carrying `model`'s stride, input size and variant."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     return Route(name, fn, model.stride, model.input_size, model.variant, device, precision, note)
 
@@ -100,7 +102,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
 
 def route_fp32(model, calib_images=None, **_):
     """The eager fp32 model: the reference every other route is compared with."""
-    return _route("fp32", model, model)
+    return as_route("fp32", model, model)
 
 
 def route_bf16(model, calib_images=None, **_):
@@ -110,7 +112,7 @@ def route_bf16(model, calib_images=None, **_):
     def fn(x):
         with autocast(dev, "bf16"):
             return model(x)
-    return _route("bf16", model, fn, "bf16")
+    return as_route("bf16", model, fn, "bf16")
 
 
 def _channels_last(model, name: str, precision: str):
@@ -120,7 +122,7 @@ def _channels_last(model, name: str, precision: str):
     def fn(x):  # NHWC input: oneDNN/cuDNN convolutions then skip their own layout reorders
         with autocast(dev, precision):
             return m(x.contiguous(memory_format=torch.channels_last))
-    return _route(name, m, fn, precision)
+    return as_route(name, m, fn, precision)
 
 
 def route_channels_last(model, calib_images=None, **_):
@@ -135,7 +137,7 @@ def route_channels_last_bf16(model, calib_images=None, **_):
 
 def route_fold_bn(model, calib_images=None, **_):
     """Eager fp32 with every BatchNorm folded into its conv: same numbers (≤1e-4), fewer passes over memory."""
-    return _route("fold_bn", model, fold_bn(model))
+    return as_route("fold_bn", model, fold_bn(model))
 
 
 def route_fold_bn_cl_bf16(model, calib_images=None, **_):
@@ -153,7 +155,7 @@ def route_torchscript(model, calib_images=None, size=None, **_):
             frozen = torch.jit.freeze(traced)
     except Exception as e:  # TorchScript is deprecated upstream; a torch that drops it must not break the bench
         raise RouteUnavailable(f"torch.jit.trace/freeze failed: {type(e).__name__}: {e}") from None
-    return _route("torchscript", m, frozen, note="traced at one input shape; other shapes need a new trace")
+    return as_route("torchscript", m, frozen, note="traced at one input shape; other shapes need a new trace")
 
 
 def _compile(model, name, precision, calib_images, size):
@@ -171,7 +173,7 @@ def _compile(model, name, precision, calib_images, size):
             fn(_example(m, calib_images, size))
     except Exception as e:
         raise RouteUnavailable(f"torch.compile failed: {type(e).__name__}: {str(e)[:300]}") from None
-    return _route(name, m, fn, precision, note="compiled at build for one input shape (15–30 s on 1 CPU thread)")
+    return as_route(name, m, fn, precision, note="compiled at build for one input shape (15–30 s on 1 CPU thread)")
 
 
 def route_compile(model, calib_images=None, size=None, **_):
@@ -184,128 +186,28 @@ def route_compile_bf16(model, calib_images=None, size=None, **_):
     return _compile(model, "compile_bf16", "bf16", calib_images, size)
 
 
-def quantize_int8(model, calib_images: torch.Tensor, *, engine: str = "x86", fp32_outputs: bool = True,
-                  batch: int = 8):
-    """Post-training static int8 (torch.ao FX) of the folded model, calibrated on `calib_images`.
-
-    `CenterNet.forward` checks shapes in Python, so it is not FX-traceable as a whole: the backbone, the neck and
-    each head are quantised as separate graphs and the model's own forward (normalisation, padding, cropping) runs
-    between them in fp32. What stays fp32, and why:
-    - the neck under the x86 engine: its quantized ConvTranspose2d returns wrong numbers in this torch (a lone
-      4×4/2 deconv: relative error ~1.4 under x86, ~0.03 under fbgemm), so the 3.4 of 20 GFLOPs (80 px) stay fp32;
-    - the AFF block (0.05 GFLOPs): int8 would step its softmax weights by 1/256 and concatenate unequal scales;
-    - with `fp32_outputs`, each head's 1×1 output conv (≈0 FLOPs): 8-bit logits would step every score.
-    """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    if engine not in torch.backends.quantized.supported_engines:
-        raise RouteUnavailable(f"this torch build has no {engine!r} quantized engine")
-    torch.backends.quantized.engine = engine  # process-wide: the kernels convert_fx picks follow it
-    q = fold_bn(model.cpu()).eval()
-    calib_images = calib_images.cpu()
-    parts = {"backbone": q.backbone, **({"neck": q.neck} if engine != "x86" else {}),
-             **{f"heads.{k}": h for k, h in q.heads.items()}}
-    example: dict[str, tuple] = {}  # each part's inputs on one image, which prepare_fx wants
-    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: example.setdefault(n, args)) for n, m in parts.items()]
-    with torch.no_grad():
-        q(calib_images[:1])
-    for h in hooks:
-        h.remove()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's FX API warns of its own deprecation (torchao pt2e replaces it)
-        for name, part in parts.items():
-            mapping = get_default_qconfig_mapping(engine)
-            if fp32_outputs and name.startswith("heads."):
-                mapping.set_module_name(str(len(part) - 1), None)  # the head's last layer: the 1×1 output conv
-            q.set_submodule(name, prepare_fx(part, mapping, example[name]))
-        with torch.no_grad():  # calibration: observers record activation ranges on the given images
-            for chunk in calib_images.split(batch):
-                q(chunk)
-        for name in parts:
-            q.set_submodule(name, convert_fx(q.get_submodule(name)))
-    return q
-
-
-def _int8(model, calib_images, engine):
-    if calib_images is None:
-        raise ValueError("the int8 routes need calib_images: a (N, 3, H, W) batch of representative images")
-    q = quantize_int8(copy.deepcopy(model), calib_images, engine=engine)
-    kept = "AFF, heads' output convs" + (" and the neck" if engine == "x86" else "")
-    name = "int8" if engine == "x86" else f"int8_{engine}"
-
-    def fn(x):  # the engine is process-wide: another int8 route built since may have switched it
-        torch.backends.quantized.engine = engine
-        return q(x)
-    return _route(name, q, fn, "int8", device="cpu",
-                  note=f"torch.ao FX PTQ ({engine}), {len(calib_images)} calibration images; {kept} fp32")
-
-
 def route_int8(model, calib_images=None, **_):
     """int8 post-training static quantisation (torch.ao FX, x86 backend); CPU only."""
-    return _int8(model, calib_images, "x86")
+    from .quant import int8_route
+    return int8_route(model, calib_images, "x86")
 
 
 def route_int8_fbgemm(model, calib_images=None, **_):
     """int8 PTQ under the fbgemm engine, whose quantized deconvs are right, so the neck is int8 too; CPU only."""
-    return _int8(model, calib_images, "fbgemm")
-
-
-class OnnxRoute(Route):
-    """An ONNX Runtime CPU session (file path or serialized bytes) behind the same call as every other route."""
-
-    def __init__(self, onnx_model, *, threads: int = 0, name: str = "onnx", precision: str = "fp32"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (one per physical core)
-        opts.inter_op_num_threads = 1  # one branchless graph: inter-op parallelism only adds thread hand-offs
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map  # written by crackcore.export
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        super().__init__(name, self._run, int(meta.get("stride", 1)), int(meta.get("input_size", 0)),
-                         meta.get("variant", "?"), torch.device("cpu"), precision,
-                         note=f"onnxruntime {ort.__version__} {precision}, {threads or 'default'} intra-op threads")
-
-    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outs = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
-        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
-
-
-def _onnx(model, calib_images, size, threads, int8: bool):
-    import tempfile
-    from pathlib import Path
-
-    from .export import export_onnx, quantize_onnx
-
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
-    if int8 and calib_images is None:
-        raise ValueError("the onnx_int8 route needs calib_images")
-    m = copy.deepcopy(model).cpu().eval()
-    with tempfile.TemporaryDirectory() as tmp:  # the session keeps the bytes; no file outlives the build
-        side = size or (calib_images.shape[-1] if calib_images is not None else m.input_size)
-        path = export_onnx(m, Path(tmp) / "model.onnx", size=side)
-        if int8:
-            path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", calib_images)
-        data = path.read_bytes()
-    return OnnxRoute(data, threads=threads, name="onnx_int8" if int8 else "onnx", precision="int8" if int8 else "fp32")
+    from .quant import int8_route
+    return int8_route(model, calib_images, "fbgemm")
 
 
 def route_onnx(model, calib_images=None, size=None, threads: int = 0, **_):
     """The fp32 model exported to ONNX and run by ONNX Runtime's CPU provider (optional `onnx` extra)."""
-    return _onnx(model, calib_images, size, threads, int8=False)
+    from .quant import onnx_route
+    return onnx_route(model, calib_images, size, threads, int8=False)
 
 
 def route_onnx_int8(model, calib_images=None, size=None, threads: int = 0, **_):
     """ONNX Runtime static int8 (QDQ, per-channel weights) of the exported model, calibrated on `calib_images`."""
-    return _onnx(model, calib_images, size, threads, int8=True)
+    from .quant import onnx_route
+    return onnx_route(model, calib_images, size, threads, int8=True)
 
 
 # name → (builder, opt_in): opt-in routes take seconds to build (compile, export) or need the onnx extra
@@ -342,5 +244,5 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "OnnxRoute", "RouteUnavailable", "build_route",
-           "route_names", "detect_with", "fold_bn", "quantize_int8"]
+__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "RouteUnavailable", "build_route",
+           "route_names", "detect_with", "fold_bn", "as_route"]
