@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "synth":
-        from .synth import SynthConfig, write_dataset
+        from .synth import SynthConfig
+        from .synth_files import write_dataset
         write_dataset(Path(args.out), config_from_args(SynthConfig, args))
     elif args.command == "train":
         from .train import TrainConfig, train

@@ -272,7 +272,7 @@ def write_coco(records, json_path) -> Path:
 
 
 def synth_records(root, split: str) -> list[Record]:
-    """Records of one split written by crackcore.synth.write_dataset (§V-A)."""
+    """Records of one split written by crackcore.synth_files.write_dataset (§V-A)."""
     return load_coco(Path(root) / f"{split}.json")
 
 

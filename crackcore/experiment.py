@@ -67,9 +67,9 @@ def fingerprint(obj) -> str:
 
 def source_fingerprint(profile: Profile, seed: int = 0) -> str:
     """Changes whenever the generator's settings or its source change: then the data are regenerated."""
-    from . import synth
+    from . import synth, synth_files
 
-    src = Path(synth.__file__).read_bytes()
+    src = b"".join(Path(m.__file__).read_bytes() for m in (synth, synth_files))  # drawing and storing
     return fingerprint([dataclasses.asdict(synth_config(profile, seed)), hashlib.sha256(src).hexdigest()])
 
 
@@ -78,7 +78,7 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 
     Models depend on the pixels' hash, not on the source: a refactoring that draws the same images retrains nothing.
     """
-    from .synth import write_dataset
+    from .synth_files import write_dataset
 
     root, src = profile.data, source_fingerprint(profile, seed)
     stamp = root / "FINGERPRINT.json"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from crackcore.data import load_coco, synth_records
-from crackcore.synth import SPLITS, SynthConfig, generate, render, split_size, write_dataset
+from crackcore.synth import SPLITS, SynthConfig, generate, render, split_size
+from crackcore.synth_files import write_dataset
 
 TINY = SynthConfig(n_train=5, n_test=3, n_background=4)
 
