@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import CrackDataset, load_records, read_image, to_input
+from .data import load_records, read_image, to_input
 from .evaluate import detect, run_split
+from .export import calibration_images
 from .fast import CALIBRATED, ROUTES, RouteUnavailable, auto_route, build_route, detect_with
 from .metrics import voc_ap
 from .models import VARIANTS, build_model, model_stats
@@ -88,17 +89,11 @@ def bench_variant(variant: str, cfg: BenchConfig, device: torch.device, precisio
             "route": route.name, "fps_batch1_route": 1 / statistics.median(fast)}
 
 
-def eval_images(records, size: int, limit: int = 0) -> torch.Tensor:
-    """(N, 3, S, S) letterboxed, unaugmented inputs of the first `limit` records (all when 0)."""
-    ds = CrackDataset(records[:limit or None], size, train=False)
-    return torch.stack([ds[i][0] for i in range(len(ds))])
-
-
 def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
     """Issue 6 item 2: batch-1 end-to-end speed and test AP07 of every inference route of one trained model."""
     model, _ = load_model(cfg.checkpoint, device=device)
     test = load_records(cfg.data, "test")
-    calib = eval_images(load_records(cfg.data, "train"), model.input_size, cfg.calib)
+    calib = calibration_images(cfg.data, "train", cfg.calib, model.input_size)
     image = read_image(test[0].path)  # (S, S, 3) uint8: the synthetic patches are already the input size
     names = list(ROUTES) if cfg.routes == "all" else [n.strip() for n in cfg.routes.split(",") if n.strip()]
     rows = []

@@ -307,6 +307,10 @@ class CrackDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def inputs(self) -> torch.Tensor:
+        """Every image as the model sees it, stacked: (N, 3, S, S) in [0, 1] (boxes dropped)."""
+        return torch.stack([self[i][0] for i in range(len(self))])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.records[i]
         img, boxes, _ = letterbox(read_image(r.path), r.boxes, self.size)

@@ -47,8 +47,7 @@ def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, 
     """Letterboxed inputs (N, 3, S, S) and AFF's per-pixel softmax weights (a, b) of eq. (4), (N, 2, S, S) (§III-C)."""
     if model.variant != "modified_aff":
         raise ValueError(f"{model.variant} has no adaptive feature fusion; use a modified_aff model")
-    ds = CrackDataset(records, model.input_size, train=False)
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    images = CrackDataset(records, model.input_size, train=False).inputs()
     device = next(model.parameters()).device
     with torch.no_grad():
         ab = torch.cat([model(chunk.to(device))["aff"].float().cpu() for chunk in images.split(batch_size)])

@@ -124,8 +124,7 @@ def calibration_images(data: str, split: str, n: int, size: int) -> torch.Tensor
     records = load_records(data, split)[:n]
     if not records:
         raise ValueError(f"no calibration images in split {split!r} of {data}")
-    ds = CrackDataset(records, size, train=False)
-    return torch.stack([ds[i][0] for i in range(len(ds))])
+    return CrackDataset(records, size, train=False).inputs()
 
 
 def parity(model, path: str | Path, size: int, seed: int = 0) -> float:

@@ -8,6 +8,7 @@ would cost if nothing but its dense convolutions ran. `efficiency` = limit / mea
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import statistics
 import time
@@ -70,10 +71,10 @@ def bench_training(variant: str, cfg, device: torch.device, precision: str) -> d
     fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
     batches = [(x.to(device).contiguous(memory_format=fmt), {k: v.to(device) for k, v in t.items()
                                                              if isinstance(v, torch.Tensor)}) for x, t in batches]
-    it = iter(range(10 ** 9))
+    cycle = itertools.cycle(batches)
 
     def step():
-        images, targets = batches[next(it) % len(batches)]
+        images, targets = next(cycle)
         with autocast(device, precision):
             out = model(images)
         loss = centernet_loss(out, targets, tc.loss())["loss"]
