@@ -30,7 +30,8 @@ def gaussian_radius(height: float, width: float, min_overlap: float = 0.3) -> fl
 def gaussian_radius_official(height: float, width: float, min_overlap: float = 0.7) -> float:
     """The radius as CornerNet/CenterNet's released code computes it: '+' roots in cases 1–2, /2 instead of /2a.
 
-    A known bug, kept only so the Gaussian-labels notebook can show the difference; training uses `gaussian_radius`.
+    A known bug (the roots are not those of the quadratics), but very likely what the paper trained with, since it
+    adopts [21]'s code; selectable for training as radius_rule="released".
     """
     h, w, m = float(height), float(width), float(min_overlap)
     b1, c1 = h + w, w * h * (1 - m) / (1 + m)
@@ -65,8 +66,20 @@ def draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int, sigma: flo
     np.maximum(heatmap[y0:y1, x0:x1], patch.astype(heatmap.dtype), out=heatmap[y0:y1, x0:x1])
 
 
+RADIUS_RULES = ("corrected", "released")
+
+
+def label_radius(height: float, width: float, min_overlap: float = 0.3, rule: str = "corrected") -> int:
+    """§III-A's integer radius: the corrected CornerNet bound, or the released code's larger one (rule="released")."""
+    if rule == "corrected":
+        return max(0, int(gaussian_radius(height, width, min_overlap)))
+    if rule == "released":
+        return max(0, int(gaussian_radius_official(height, width, min_overlap)))
+    raise ValueError(f"unknown radius rule {rule!r}; choose one of {', '.join(RADIUS_RULES)}")
+
+
 def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: int = 32, min_overlap: float = 0.3,
-           sigma_rule: str = "paper") -> dict[str, torch.Tensor]:
+           sigma_rule: str = "paper", radius_rule: str = "corrected") -> dict[str, torch.Tensor]:
     """One image's targets (§III-A, §III-B): heatmap, and at each centre `wh`, `reg` offset, flat `ind`, `mask`.
 
     `boxes` are (N, 4) x1 y1 x2 y2 in input pixels. NaN or inverted boxes are errors in the data and raise.
@@ -97,7 +110,7 @@ def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: in
             continue
         c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
         ci = np.minimum(np.floor(c).astype(np.int64), [W - 1, H - 1])  # a centre on the far edge stays inside
-        radius = max(0, int(gaussian_radius(h, w, min_overlap)))
+        radius = label_radius(h, w, min_overlap, radius_rule)
         draw_gaussian(heatmap, int(ci[0]), int(ci[1]), radius, gaussian_sigma(radius, sigma_rule))
         wh[k], reg[k], ind[k], mask[k] = (w, h), c - ci, ci[1] * W + ci[0], 1.0
         k += 1

@@ -30,6 +30,10 @@ INPUT_SIZE = {"centernet_r18": 384, "modified": 80, "modified_aff": 80}
 # model pads its input to a multiple of 32 (as CenterNet does at test time) and crops the output back to H/4.
 SIZE_MULTIPLE = 4
 HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197, as in CenterNet / RetinaNet
+# The size head regresses pixels (eq. 2); its 1×1 output is multiplied by WH_SCALE so that Adam's parameter-sized
+# steps move a size by pixels, not by hundredths of one. Chosen on a validation split (README, "Readings").
+WH_SCALE = 16.0
+WH_INITS = ("default", "centernet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,22 +47,26 @@ def deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = None) -> nn.Sequential:
+def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = None,
+         init: str = "default") -> nn.Sequential:
     """Detection head: `n_conv` 3×3 convs with ReLU (no BatchNorm, §IV-A) and a 1×1 output conv.
 
-    Initialisation as CenterNet: hidden convs keep PyTorch's default; the heatmap output gets the prior bias, the
-    regression outputs (bias None) small weights so early boxes start near zero size. A small init on the hidden
-    convs too would shrink the signal ~40× per layer through the modified model's three stacked convs.
+    Hidden convs keep PyTorch's default init (a small one would shrink the signal ~40× per layer through the
+    modified model's three stacked convs). The output conv gets `bias` (the heatmap prior) when given; with
+    init="centernet" it gets CenterNet's released regression init (weights std 0.001, bias 0), under which every
+    size starts near 0 px and the size head collapses to one aspect ratio when trained from scratch.
     """
+    if init not in WH_INITS:
+        raise ValueError(f"unknown head init {init!r}; choose one of {', '.join(WH_INITS)}")
     layers: list[nn.Module] = []
     for i in range(n_conv):
         layers += [nn.Conv2d(cin if i == 0 else mid, mid, 3, 1, 1), nn.ReLU(inplace=True)]
     out = nn.Conv2d(mid, cout, 1)
-    if bias is None:
+    if bias is not None:
+        nn.init.constant_(out.bias, bias)
+    elif init == "centernet":
         nn.init.normal_(out.weight, std=0.001)
         nn.init.zeros_(out.bias)
-    else:
-        nn.init.constant_(out.bias, bias)
     return nn.Sequential(*layers, out)
 
 
@@ -97,7 +105,7 @@ class AdaptiveFeatureFusion(nn.Module):
 class CenterNet(nn.Module):
     """CenterNet detector (§III): backbone → upsampling neck → [AFF] → `hm`, `wh` (and `reg` at stride 4) heads."""
 
-    def __init__(self, variant: str):
+    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -111,9 +119,12 @@ class CenterNet(nn.Module):
         self.aff = AdaptiveFeatureFusion(up[-1]) if variant == "modified_aff" else None
         n_conv = 3 if modified else 1
         bias = -math.log((1 - HM_PRIOR) / HM_PRIOR)
-        self.heads = nn.ModuleDict({"hm": head(up[-1], 1, n_conv, bias=bias), "wh": head(up[-1], 2, n_conv)})
+        self.heads = nn.ModuleDict({"hm": head(up[-1], 1, n_conv, bias=bias),
+                                    "wh": head(up[-1], 2, n_conv, init=wh_init)})
         if not modified:
-            self.heads["reg"] = head(up[-1], 2, n_conv)
+            self.heads["reg"] = head(up[-1], 2, n_conv, init="centernet")  # offsets live in [0, 1): start at 0
+        # saved with the weights, so a checkpoint rebuilds its own size scale
+        self.register_buffer("wh_scale", torch.tensor(float(wh_scale)))
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -133,12 +144,20 @@ class CenterNet(nn.Module):
         if self.aff is not None:
             feat, out["aff"] = self.aff(feat, x)
         out.update({name: h(feat) for name, h in self.heads.items()})
+        out["wh"] = out["wh"] * self.wh_scale  # (B, 2, H/s, W/s) in output pixels
         return out
 
+    def init_wh_bias(self, mean_wh) -> None:
+        """Start every predicted size at the training set's mean (w, h) in output pixels (a prior, as HM_PRIOR)."""
+        b = torch.as_tensor(mean_wh, dtype=torch.float32) / self.wh_scale
+        with torch.no_grad():
+            self.heads["wh"][-1].bias.copy_(b)
 
-def build_model(variant: str, imagenet: str | Path | None = None) -> CenterNet:
+
+def build_model(variant: str, imagenet: str | Path | None = None, wh_init: str = "default",
+                wh_scale: float = WH_SCALE) -> CenterNet:
     """One of Table I's three detectors, from scratch or with a local torchvision ResNet-18 state dict."""
-    model = CenterNet(variant)
+    model = CenterNet(variant, wh_init, wh_scale)
     if imagenet is not None:
         load_imagenet(model, imagenet)
     return model

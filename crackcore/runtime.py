@@ -163,5 +163,7 @@ def load_model(path: str | Path, variant: str | None = None, device: str | torch
 
     state = load_checkpoint(path, variant)
     model = build_model(state["variant"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    weights.setdefault("wh_scale", torch.tensor(1.0))  # older checkpoints' size heads regressed pixels unscaled
+    model.load_state_dict(weights)
     return model.to(device).eval(), state

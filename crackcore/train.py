@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -48,6 +49,9 @@ class TrainConfig:
     max_objs: int = 32  # most boxes per image; further ones are dropped and counted
     min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
     sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
+    radius_rule: str = "corrected"  # corrected CornerNet radius | released (the larger one of [21]'s code)
+    wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
+    wh_scale: float = 16.0  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
     cls_weight: float = 1.0  # α of eq. (5)
     wh_weight: float = 0.1  # β of eq. (5)
     off_weight: float = 1.0  # offset loss weight (centernet_r18 only)
@@ -60,11 +64,11 @@ PATH_FIELDS = ("data", "out", "imagenet")
 
 
 def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
-            sigma_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            sigma_rule: str, radius_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
     images = torch.stack([img for img, _ in batch])  # (B, 3, S, S)
-    enc = [encode(b, output_size, stride, max_objs=max_objs, min_overlap=min_overlap, sigma_rule=sigma_rule)
-           for _, b in batch]
+    enc = [encode(b, output_size, stride, max_objs=max_objs, min_overlap=min_overlap, sigma_rule=sigma_rule,
+                  radius_rule=radius_rule) for _, b in batch]
     targets = {k: torch.stack([e[k] for e in enc]) for k in enc[0]}
     targets["boxes"] = [b for _, b in batch]
     return images, targets
@@ -75,7 +79,7 @@ def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distribu
     size, stride = INPUT_SIZE[cfg.variant], STRIDE[cfg.variant]
     ds = CrackDataset(records, size, train=train and cfg.augment)
     col = partial(collate, output_size=(size // stride, size // stride), stride=stride, max_objs=cfg.max_objs,
-                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule)
+                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule, radius_rule=cfg.radius_rule)
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     sampler = None
     if distributed is not None:
@@ -94,6 +98,16 @@ def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distribu
 
 def _seed_worker(worker_id: int, base: int) -> None:
     seed_everything(base * 64 + worker_id)
+
+
+def mean_box_size(records, variant: str) -> tuple[float, float]:
+    """Mean (w, h) of the training boxes in output pixels, after the letterbox to the variant's input (eq. 2's units)."""
+    sizes = [(r.boxes[:, 2:] - r.boxes[:, :2]) * (INPUT_SIZE[variant] / max(r.width, r.height) / STRIDE[variant])
+             for r in records if len(r.boxes)]  # (N_i, 2) each
+    if not sizes:
+        raise ValueError("no boxes in the training records: the size head has nothing to learn from")
+    m = np.concatenate(sizes).mean(0)
+    return float(m[0]), float(m[1])
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -133,7 +147,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     precision = pick_precision(device, cfg.precision)
     start, history = 0, []
     seed_everything(cfg.seed)
-    model = build_model(cfg.variant, cfg.imagenet or None).to(device)
+    records = load_records(cfg.data, "train")
+    if cfg.limit:
+        records = records[:cfg.limit]
+    model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
+                        cfg.wh_scale)
+    if cfg.wh_init == "mean":
+        model.init_wh_bias(mean_box_size(records, cfg.variant))
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -151,9 +172,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
             return out
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    records = load_records(cfg.data, "train")
-    if cfg.limit:
-        records = records[:cfg.limit]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")

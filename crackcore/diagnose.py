@@ -1,0 +1,99 @@
+"""Where AP goes: which part of the detector (heatmap peaks or size head, §III-A vs §III-B) limits Table I's AP.
+
+Three substitutions separate the two heads. Each keeps everything of the model's output but one thing:
+- `ap07_true_wh`: every detection keeps its centre and score but takes the true (w, h) of the nearest crack
+  (by centre distance, same image): what AP would be with a perfect size head.
+- `ap07_true_centre`: every detection keeps its size and score but moves to the nearest crack's centre: what AP
+  would be with perfectly placed peaks (scores, and so false alarms and misses, unchanged).
+- The size head alone at the true centres: predicted (w, h) read at each crack's label cell, against the truth.
+  `wh_corr_pred` is corr(w, h) over the predicted sizes, `wh_corr_true` the same over the true ones: a head that
+  collapsed to one aspect ratio has `wh_corr_pred` ≈ 1 whatever the truth says. `size_iou` is the IoU of the two
+  sizes centred on one point.
+Run on the training split as well as the test split, the numbers also tell under- from over-fitting.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import CrackDataset
+from .decode import decode
+from .metrics import voc_ap
+from .models import sigmoid_heatmap
+from .runtime import autocast
+
+
+def _nearest(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Index of the ground-truth box (M, 4) whose centre is nearest to each of (N, 2) points."""
+    g = (gt[:, :2] + gt[:, 2:]) / 2  # (M, 2)
+    return np.argmin(((centres[:, None, :] - g[None]) ** 2).sum(-1), axis=1)  # (N,)
+
+
+def _boxes(centres: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
+    """(N, 4) boxes of centres ± sizes/2, sizes at least 0, clipped to the size × size input (as decode clips)."""
+    half = np.clip(sizes, 0, None) / 2
+    return np.clip(np.concatenate([centres - half, centres + half], 1), 0, size)
+
+
+def size_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """IoU of two (N, 2) sizes (w, h) centred on the same point."""
+    p, t = np.clip(pred, 0, None), true
+    inter = np.minimum(p[:, 0], t[:, 0]) * np.minimum(p[:, 1], t[:, 1])
+    union = p.prod(1) + t.prod(1) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+@torch.no_grad()
+def outputs(model, records, batch_size: int = 32, k: int = 20, threshold: float = 0.1, precision: str = "fp32"):
+    """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
+    ds = CrackDataset(records, model.input_size, train=False)
+    device = next(model.parameters()).device
+    dets, gts, at_centre = [], [], []
+    for start in range(0, len(ds), batch_size):
+        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        with autocast(device, precision):
+            out = model(torch.stack([im for im, _ in items]).to(device))
+        heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
+        dets += decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold, clip=False)
+        wh = out["wh"].float().cpu() * model.stride  # (B, 2, H/s, W/s) in input pixels
+        H, W = wh.shape[2:]
+        for b, (_, boxes) in enumerate(items):
+            gt = boxes.numpy().reshape(-1, 4)
+            gts.append(gt)
+            cells = np.minimum(np.floor((gt[:, :2] + gt[:, 2:]) / 2 / model.stride).astype(int), [W - 1, H - 1])
+            at_centre.append(wh[b, :, cells[:, 1], cells[:, 0]].T.numpy().reshape(-1, 2))  # (M, 2)
+    return dets, gts, at_centre
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def decompose(model, records, batch_size: int = 32, k: int = 20, threshold: float = 0.1,
+              precision: str = "fp32") -> dict:
+    """AP07 as measured, with the true sizes at the predicted centres, with the predicted sizes at the true centres,
+    and the size head against the truth at the true centres (see the module docstring)."""
+    dets, gts, at_centre = outputs(model, records, batch_size, k, threshold, precision)
+    size = model.input_size
+    measured, true_wh, true_c = [], [], []
+    for d, gt in zip(dets, gts):
+        b, s = d["boxes"].numpy().reshape(-1, 4), d["scores"].numpy()
+        c, wh = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]  # (N, 2) each
+        measured.append({"boxes": _boxes(c, wh, size), "scores": s})
+        if len(gt) and len(b):
+            j = _nearest(c, gt)
+            true_wh.append({"boxes": _boxes(c, gt[j, 2:] - gt[j, :2], size), "scores": s})
+            true_c.append({"boxes": _boxes((gt[j, :2] + gt[j, 2:]) / 2, wh, size), "scores": s})
+        else:
+            true_wh.append(measured[-1])
+            true_c.append(measured[-1])
+    targets = [{"boxes": g} for g in gts]
+    pred = np.concatenate(at_centre) if at_centre else np.zeros((0, 2))  # (M, 2)
+    true = np.concatenate([g[:, 2:] - g[:, :2] for g in gts]) if gts else np.zeros((0, 2))  # (M, 2)
+    iou = size_iou(pred, true)
+    return {"ap07": 100 * voc_ap(measured, targets).ap, "ap07_true_wh": 100 * voc_ap(true_wh, targets).ap,
+            "ap07_true_centre": 100 * voc_ap(true_c, targets).ap, "n_gt": int(len(true)),
+            "wh_corr_pred": _corr(pred[:, 0], pred[:, 1]), "wh_corr_true": _corr(true[:, 0], true[:, 1]),
+            "w_corr": _corr(pred[:, 0], true[:, 0]), "h_corr": _corr(pred[:, 1], true[:, 1]),
+            "size_iou_median": float(np.median(iou)) if len(iou) else float("nan"),
+            "size_iou_above_0.5": float((iou > 0.5).mean()) if len(iou) else float("nan")}
