@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     if args.command == "synth":
         from .synth import SynthConfig
         from .synth_files import write_dataset
@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> None:
         res = predict(config_from_args(PredictConfig, args), args.inputs)
         n = sum(map(len, res["images"].values()))
         print(f"{n} detections in {len(res['images'])} images (route {res['route']}) → {args.out}")
+        for e in res["errors"]:  # the readable images are written; each unreadable one is named with its reason
+            print(f"crackcore predict: error: {e['error']}", file=sys.stderr)
+        if res["errors"]:
+            return EXIT_USAGE
     elif args.command == "export":
         from .export import ExportConfig, export
         print(f"wrote {export(config_from_args(ExportConfig, args))}")
@@ -118,20 +122,20 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2; success exits 0."""
+    """Entry point: user errors print one line and exit 2 (predict: one per unreadable input); success exits 0."""
     from .data import DataError
     from .runtime import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        code = run(args)
     except (FileNotFoundError, FileExistsError, DataError, CheckpointError, ValueError) as e:
         print(f"crackcore {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"crackcore {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -50,24 +50,57 @@ class _Entry:
     errors: list = field(default_factory=list)  # DataErrors found while parsing this image's entries
 
 
-def read_image(path) -> np.ndarray:
-    """Decode an image file fully into (H, W, 3) uint8 RGB (grey is repeated); DataError if it cannot be.
+# Pillow decoders tried on open: raster photo formats only (JPEG covers cameras' MPO files). Others run external
+# programs (EPS → Ghostscript) or are rarely exercised; a file in them reads as "cannot identify image file".
+READ_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
 
-    EXIF orientation is not applied: boxes refer to the stored pixel grid, as COCO and VOC sizes do.
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """A decoded image of any Pillow mode as (H, W, 3) uint8 RGB.
+
+    16-bit grey (I;16*) is scaled by 1/257 so 65535 is 255; 32-bit int or float grey (I, F) is taken as 16-bit
+    when it exceeds 255, else as 8-bit, non-finite values as 0. Grey is repeated over the channels. Alpha is
+    dropped, not composited: the stored colour is what the camera saw, and a backdrop would be invented.
+    """
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im, np.float64) / 257.0  # (H, W)
+    elif im.mode in ("I", "F"):
+        a = np.nan_to_num(np.asarray(im, np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # (H, W)
+        a = a / 257.0 if a.max() > 255 else a
+    else:  # 1, L, P, LA, PA, RGB, RGBA, CMYK, YCbCr, ...: Pillow's own conversion, which drops alpha
+        return np.asarray(im.convert("RGB")).copy()
+    grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def read_image(path, *, exif: bool = False) -> np.ndarray:
+    """Decode an image file fully into (H, W, 3) uint8 RGB (see `_to_rgb8`); DataError, and only that, if it cannot be.
+
+    `exif=False` (training, evaluation) keeps the stored pixel grid, to which COCO and VOC boxes and sizes refer;
+    `exif=True` (predict) turns a photo upright by its EXIF Orientation, as an image viewer shows it. Images over
+    Pillow's pixel limit (`Image.MAX_IMAGE_PIXELS`, decompression bombs) are refused before they are decoded.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing image file {path}")
     try:
-        with Image.open(path) as im:
-            im.load()  # decodes every pixel: a truncated file fails here, not inside a DataLoader worker
-            if im.mode.startswith(("I", "F")):  # 16-bit or float grey
-                a = np.asarray(im, np.float64)
-                a = np.clip(a / 257.0 if a.max() > 255 else a, 0, 255).astype(np.uint8)
-                return np.repeat(a[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB")).copy()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"unreadable or truncated image {path}: {e}") from None
+        if path.stat().st_size == 0:  # Pillow would only say "cannot identify image file"
+            raise DataError(f"empty image file {path}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not just noted
+            with Image.open(path, formats=READ_FORMATS) as im:
+                im.load()  # decodes every pixel: a truncated file fails here, not inside a DataLoader worker
+                if exif:
+                    im = ImageOps.exif_transpose(im)
+                if min(im.size) < 1:
+                    raise DataError(f"image {path} has no pixels ({im.width}x{im.height})")
+                return _to_rgb8(im)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"image {path} is too large to decode safely (decompression bomb?): {e}") from None
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, ...: all bad input
+        raise DataError(f"unreadable or truncated image {path}: {str(e) or type(e).__name__}") from None
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,8 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = N
     (x_i − w_i/2, y_i − h_i/2, x_i + w_i/2, y_i + h_i/2), which is what this computes. A peak at cell (j, i) sits at
     (j + 0.5, i + 0.5) without an offset head, at (j + reg_x, i + reg_y) with one; everything is then scaled by
     `stride` to input pixels and, with `clip`, clipped to the image. Scores below `threshold` are dropped (≥ kept).
+    Sizes are clamped at 0: a negative w or h (an untrained or diverged size head) gives a zero-width or zero-height
+    box at the peak, never an inverted one with x2 < x1, which AP (§V-A) rejects.
     """
     if heatmap.ndim != 4 or heatmap.shape[1] != 1:
         raise ValueError(f"heatmap must be (B, 1, H, W) probabilities, got {tuple(heatmap.shape)}")
@@ -27,7 +29,7 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = N
         off = reg.float().reshape(B, 2, -1).gather(2, ind[:, None].expand(B, 2, ind.shape[1]))  # (B, 2, K)
         cx, cy = xs + off[:, 0], ys + off[:, 1]
     size = wh.float().reshape(B, 2, -1).gather(2, ind[:, None].expand(B, 2, ind.shape[1]))  # (B, 2, K)
-    w, h = size[:, 0], size[:, 1]
+    w, h = size[:, 0].clamp(min=0), size[:, 1].clamp(min=0)  # (B, K) each
     boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=2) * stride  # (B, K, 4)
     if clip:
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, W * stride)

@@ -19,6 +19,9 @@ Conventions, chosen once for the whole project:
   for r_3, so e.g. 3 hits out of 10 ground truths miss r_3 there: AP 3/11 instead of our 4/11.
 * ``use_07_metric=False`` gives the VOC2010+ all-point AP: the area under the monotone (right-to-left
   running maximum) precision envelope, summed over the recall steps.
+* Zero-area boxes (x1 == x2 or y1 == y2: the decoder clamps a negative predicted size to 0) are valid. Their
+  IoU with any box is 0, never NaN, so such a detection is always a false positive. Inverted (x2 < x1) or
+  non-finite boxes are malformed, in predictions and ground truth alike: a ValueError names the image and box.
 * No ground truth at all: recall is undefined; AP is defined as 0.0 (with a RuntimeWarning) rather
   than NaN so that JSON outputs and "AP x 100" stay plain numbers.
 """
@@ -62,10 +65,15 @@ def _boxes(x, name: str) -> np.ndarray:
         return a.reshape(0, 4)  # [], (0,) or (0, 4): no boxes in this image
     if a.ndim != 2 or a.shape[1] != 4:
         raise ValueError(f"{name}: expected shape (N, 4) as x1 y1 x2 y2, got {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: boxes contain NaN or inf")
-    if (a[:, 2] < a[:, 0]).any() or (a[:, 3] < a[:, 1]).any():
-        raise ValueError(f"{name}: boxes need x2 >= x1 and y2 >= y1 (x1 y1 x2 y2 order)")
+    bad = ~np.isfinite(a).all(1)  # (N,)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"{name}: box {k} {a[k].tolist()} contains NaN or inf")
+    bad = (a[:, 2] < a[:, 0]) | (a[:, 3] < a[:, 1])  # (N,) inverted; zero width or height is allowed
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"{name}: box {k} {a[k].tolist()} is inverted; boxes need x2 >= x1 and y2 >= y1 "
+                         f"(x1 y1 x2 y2 order)")
     return a
 
 
@@ -113,13 +121,13 @@ def voc_ap(predictions, targets, iou_threshold: float = 0.5, use_07_metric: bool
             missing = [k for k in keys if k not in d]
             if missing:
                 raise ValueError(f"{what}[{i}] lacks key(s) {missing}")
-        boxes = _boxes(p["boxes"], f"predictions[{i}]['boxes']")  # (N, 4)
+        boxes = _boxes(p["boxes"], f"predictions[{i}]['boxes'] (image {i})")  # (N, 4)
         scores = _array(p["scores"], f"predictions[{i}]['scores']").reshape(-1)  # (N,)
         if scores.shape[0] != boxes.shape[0]:
             raise ValueError(f"predictions[{i}]: {boxes.shape[0]} boxes but {scores.shape[0]} scores")
         if not np.isfinite(scores).all():
             raise ValueError(f"predictions[{i}]['scores'] contain NaN or inf")
-        gts.append(_boxes(t["boxes"], f"targets[{i}]['boxes']"))  # (M, 4)
+        gts.append(_boxes(t["boxes"], f"targets[{i}]['boxes'] (image {i})"))  # (M, 4)
         det_boxes.append(boxes)
         det_scores.append(scores)
         det_image.append(np.full(len(scores), i))

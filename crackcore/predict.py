@@ -1,4 +1,8 @@
-"""Inspecting users' photographs: tiling of large images, padding of small ones, JSON/CSV/PNG outputs."""
+"""Inspecting users' photographs: tiling of large images, padding of small ones, JSON/CSV/PNG outputs.
+
+A bad input never costs a good result: an unreadable file is listed under `errors` in predictions.json and
+every readable one is still predicted and written.
+"""
 from __future__ import annotations
 
 import csv
@@ -11,7 +15,7 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES, read_image, to_input
+from .data import IMAGE_SUFFIXES, DataError, read_image, to_input
 from .fast import CALIBRATED, Route, auto_route, build_route, detect_with
 from .runtime import load_model, pick_device, pick_precision, save_json
 
@@ -35,11 +39,14 @@ class PredictConfig:
 
 
 def list_images(inputs) -> list[Path]:
-    """Expand files and folders into a sorted list of image files; a missing path is an error."""
+    """Expand files and folders into a sorted list of image files; a missing path is an error.
+
+    Only names are checked here; whether a file decodes is found out, file by file, when it is read.
+    """
     files: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         elif p.is_file():
             files.append(p)
         else:
@@ -131,19 +138,53 @@ def predict_image(route, image: np.ndarray, cfg: PredictConfig) -> dict[str, tor
     return next(predict_images(route, [image], cfg))[2]
 
 
-def inference_route(model, cfg: PredictConfig, files, device) -> Route:
-    """The route `cfg.route` names (`auto`: `fast.auto_route`), int8 ones calibrated on the first images' tiles."""
-    name = auto_route(device, pick_precision(device, cfg.precision)) if cfg.route == "auto" else cfg.route
+def route_name(cfg: PredictConfig, device) -> str:
+    """The route `cfg.route` names; `auto` is `fast.auto_route` for the device and precision."""
+    return auto_route(device, pick_precision(device, cfg.precision)) if cfg.route == "auto" else cfg.route
+
+
+def calibration_tiles(files, size: int, cfg: PredictConfig) -> torch.Tensor | None:
+    """Up to `cfg.calib` (N, 3, size, size) tiles of the first readable images; None if none is readable."""
+    parts, n = [], 0
+    for f in files:
+        try:
+            image = read_image(f, exif=True)
+        except DataError:  # reported by the prediction pass, which reads every file
+            continue
+        parts.append(tiles(image, size, cfg.overlap)[0])
+        n += len(parts[-1])
+        if n >= cfg.calib:
+            break
+    return torch.cat(parts)[:cfg.calib] if parts else None
+
+
+def inference_route(model, cfg: PredictConfig, files, device) -> Route | None:
+    """The route `cfg.route` names, int8 ones calibrated on the first readable images' tiles.
+
+    None when the route needs calibration but no input is readable: there is then nothing to run it on either.
+    """
+    name = route_name(cfg, device)
     calib = None
     if name in CALIBRATED:
-        parts, n = [], 0
-        for f in files:
-            parts.append(tiles(read_image(f), model.input_size, cfg.overlap)[0])
-            n += len(parts[-1])
-            if n >= cfg.calib:
-                break
-        calib = torch.cat(parts)[:cfg.calib]
+        calib = calibration_tiles(files, model.input_size, cfg)
+        if calib is None:
+            return None
     return build_route(name, model, calib)
+
+
+def read_each(files, good: list, errors: list, progress: bool = True, desc: str = "predict"):
+    """Yield the (H, W, 3) image of each readable file, appending it to `good`; each unreadable one goes to `errors`.
+
+    EXIF orientation is applied: users' photographs are predicted upright, as a viewer shows them.
+    """
+    for f in tqdm(files, desc=desc, disable=not progress):
+        try:
+            image = read_image(f, exif=True)
+        except DataError as e:
+            errors.append({"file": str(f), "error": str(e)})
+            continue
+        good.append(f)
+        yield image
 
 
 def draw(image: np.ndarray, boxes, scores) -> np.ndarray:
@@ -162,29 +203,36 @@ def draw(image: np.ndarray, boxes, scores) -> np.ndarray:
 
 
 def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
-    """Run a checkpoint on image files or folders; writes predictions.json, predictions.csv and annotated PNGs."""
+    """Run a checkpoint on image files or folders; writes predictions.json, predictions.csv and annotated PNGs.
+
+    Unreadable files do not stop the run: each is listed as {"file", "error"} under `errors` in predictions.json
+    and in the returned dict, and every readable file is still predicted and written.
+    """
     files = list_images(inputs)
     device = pick_device(cfg.device)
     model, _ = load_model(cfg.checkpoint, device=device)
     route = inference_route(model, cfg, files, device)
     out = Path(cfg.out)
     (out / "annotated").mkdir(parents=True, exist_ok=True)
-    results = {}
-    images = (read_image(f) for f in files)
-    for i, image, det in tqdm(predict_images(route, images, cfg), total=len(files), desc=f"predict ({route.name})",
-                              disable=not progress):
-        f = files[i]
-        results[str(f)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
-                           for b, s in zip(det["boxes"], det["scores"])]
-        if cfg.annotate:
-            cv2.imwrite(str(out / "annotated" / f"{f.stem}.png"), draw(image, det["boxes"], det["scores"]))
+    results, good, errors = {}, [], []
+    name = route.name if route else route_name(cfg, device)
+    images = read_each(files, good, errors, progress, desc=f"predict ({name})")
+    if route is None:  # a calibrated route found no readable input: reading each one still says why
+        list(images)
+    else:
+        for i, image, det in predict_images(route, images, cfg):
+            f = good[i]  # read_each appended it before yielding its image
+            results[str(f)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
+                               for b, s in zip(det["boxes"], det["scores"])]
+            if cfg.annotate:
+                cv2.imwrite(str(out / "annotated" / f"{f.stem}.png"), draw(image, det["boxes"], det["scores"]))
     save_json(out / "predictions.json", {"checkpoint": str(cfg.checkpoint), "variant": model.variant,
-                                         "route": route.name, "precision": route.precision, "device": str(device),
-                                         "images": results})
+                                         "route": name, "precision": route.precision if route else None,
+                                         "device": str(device), "images": results, "errors": errors})
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "x1", "y1", "x2", "y2", "score"])
         for f, dets in results.items():
             for d in dets:
                 w.writerow([f, *d["box"], d["score"]])
-    return {"route": route.name, "images": results}
+    return {"route": name, "images": results, "errors": errors}

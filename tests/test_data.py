@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crackcore.data import (CrackDataset, DataError, letterbox, load_coco, load_records, load_voc, read_image)
 
@@ -219,3 +221,181 @@ def test_write_coco_round_trip(tiny_data, tmp_path):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-5)
         assert (a.width, a.height) == (b.width, b.height)
     assert sum(len(r.boxes) == 0 for r in back) >= 2  # the backgrounds stay box-free
+
+
+# --- read_image: every Pillow mode, odd shapes, EXIF, bombs; DataError and nothing else for bad bytes ---
+
+MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "I;16", "I", "F", "CMYK")
+
+
+def _check_read(path, exif=False):
+    """read_image's contract: an (H, W, 3) uint8 array or a DataError; any other exception fails the test."""
+    try:
+        img = read_image(path, exif=exif)
+    except DataError:
+        return None
+    assert isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+    assert min(img.shape[:2]) >= 1
+    return img
+
+
+def _pil_image(mode, w, h, seed=0):
+    """A w×h Pillow image of `mode` with random content in the mode's native range."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    if mode in ("I;16", "I"):
+        im = Image.fromarray(rng.integers(0, 65536, (h, w)).astype(np.uint16 if mode == "I;16" else np.int32))
+    elif mode == "F":
+        im = Image.fromarray(rng.uniform(0, 300, (h, w)).astype(np.float32))
+    else:
+        base = "RGBA" if mode in ("LA", "PA", "RGBA") else "RGB"
+        im = Image.fromarray(rng.integers(0, 256, (h, w, len(base)), dtype=np.uint8), base).convert(mode)
+    assert im.mode == mode
+    return im
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_image_every_pil_mode(tmp_path, mode):
+    f = tmp_path / "a.tif"  # TIFF stores every one of these modes as is
+    src = _pil_image(mode, 7, 5)
+    src.save(f)
+    img = read_image(f)
+    assert img.shape == (5, 7, 3) and img.dtype == np.uint8
+    if mode in ("RGB", "RGBA", "LA", "L", "P", "PA", "1", "CMYK"):  # Pillow's conversion, alpha dropped
+        assert np.array_equal(img, np.asarray(src.convert("RGB")))
+
+
+def test_read_image_scales_16_bit_and_repeats_grey(tmp_path):
+    from PIL import Image
+
+    a = np.array([[0, 257 * 100, 65535]], np.uint16)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    img = read_image(tmp_path / "deep.png")
+    assert img[..., 0].tolist() == [[0, 100, 255]] and (img[..., 0] == img[..., 2]).all()
+    dark = np.array([[0, 200]], np.uint16)  # a dark 16-bit image stays dark: 200 / 257 → 1
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    assert read_image(tmp_path / "dark.png")[..., 0].tolist() == [[0, 1]]
+
+
+def test_read_image_drops_alpha(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = (10, 20, 30), 0  # fully transparent: the stored colour is kept, not a backdrop
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert (read_image(tmp_path / "a.png") == [10, 20, 30]).all()
+
+
+@pytest.mark.parametrize("w, h, suffix", [(1, 1, ".png"), (1, 1, ".jpg"), (30, 2000, ".jpg"), (2000, 30, ".png")])
+def test_read_image_extreme_shapes(tmp_path, w, h, suffix):
+    f = tmp_path / f"a{suffix}"
+    assert cv2.imwrite(str(f), np.full((h, w, 3), 128, np.uint8))
+    assert read_image(f).shape == (h, w, 3)
+
+
+def _oriented_jpeg(path, orientation):
+    """A 30 wide × 20 high JPEG, dark in its stored top-left 10×10 corner, with an EXIF Orientation tag."""
+    from PIL import Image
+
+    a = np.full((20, 30, 3), 255, np.uint8)
+    a[:10, :10] = 0
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    Image.fromarray(a).save(path, exif=exif, quality=95)
+
+
+def test_read_image_exif_orientation_only_when_asked(tmp_path):
+    f = tmp_path / "phone.jpg"
+    _oriented_jpeg(f, 6)  # 6: the viewer rotates the stored grid 90° clockwise
+    stored = read_image(f)  # training: boxes refer to the stored grid
+    assert stored.shape == (20, 30, 3) and stored[:10, :10].mean() < 30 and stored[:10, -10:].mean() > 225
+    upright = read_image(f, exif=True)  # predict: as a viewer shows it
+    assert upright.shape == (30, 20, 3)
+    assert upright[:10, -10:].mean() < 30 and upright[:10, :10].mean() > 225  # top-left went to top-right
+
+
+def test_read_image_refuses_decompression_bombs(tmp_path, monkeypatch):
+    from PIL import Image
+
+    _png(tmp_path / "big.png", 20, 20)
+    _png(tmp_path / "biggish.png", 10, 15)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DataError, match=r"big\.png is too large .*decompression bomb"):  # over 2× the limit: Error
+        read_image(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"biggish\.png is too large"):  # over the limit: Warning, refused too
+        read_image(tmp_path / "biggish.png")
+
+
+def test_read_image_empty_and_foreign_formats(tmp_path):
+    from PIL import Image
+
+    from crackcore.data import READ_FORMATS
+
+    Image.init()
+    assert set(READ_FORMATS) <= set(Image.OPEN)  # a name Pillow does not know would fail every open
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty image file .*empty\.png"):
+        read_image(tmp_path / "empty.png")
+    Image.new("L", (8, 8)).save(tmp_path / "a.eps")  # PostScript: Pillow would hand it to Ghostscript
+    with pytest.raises(DataError, match="unreadable or truncated image"):
+        read_image(tmp_path / "a.eps")
+
+
+def _seed_files():
+    """Small valid files of each common format, to be cut, extended and corrupted by the fuzz test."""
+    import io
+
+    from PIL import Image
+
+    im = _pil_image("RGB", 9, 6, seed=3)
+    seeds = []
+    for fmt, mode in (("PNG", "RGB"), ("PNG", "I;16"), ("JPEG", "RGB"), ("TIFF", "F"), ("BMP", "RGB"),
+                      ("GIF", "P"), ("WEBP", "RGB")):
+        buf = io.BytesIO()
+        (im if mode == "RGB" else _pil_image(mode, 9, 6)).save(buf, format=fmt)
+        seeds.append(buf.getvalue())
+    return seeds
+
+
+SEEDS = _seed_files()
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz") / "x.img"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's "Corrupt EXIF data" and the like
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=4096), exif=st.booleans())
+def test_fuzz_random_bytes(fuzz_file, data, exif):
+    fuzz_file.write_bytes(data)
+    _check_read(fuzz_file, exif)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(range(len(SEEDS))), cut=st.floats(0, 1), tail=st.binary(max_size=512),
+       flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4), exif=st.booleans())
+def test_fuzz_damaged_valid_files(fuzz_file, seed, cut, tail, flips, exif):
+    raw = bytearray(SEEDS[seed][: int(cut * len(SEEDS[seed]))] + tail)  # truncated, then random bytes appended
+    for at, byte in flips:  # and a few bytes overwritten, headers included
+        if raw:
+            raw[min(int(at * len(raw)), len(raw) - 1)] = byte
+    fuzz_file.write_bytes(bytes(raw))
+    _check_read(fuzz_file, exif)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(MODES), w=st.integers(1, 12), h=st.integers(1, 12), seed=st.integers(0, 2**16),
+       fmt=st.sampled_from(["TIFF", "PNG", "BMP", "JPEG", "WEBP", "GIF"]), exif=st.booleans())
+def test_fuzz_random_small_images(tmp_path_factory, mode, w, h, seed, fmt, exif):
+    f = tmp_path_factory.getbasetemp() / f"small.{fmt.lower()}"
+    try:
+        _pil_image(mode, w, h, seed).save(f, format=fmt)
+    except (OSError, ValueError, KeyError):  # this format cannot store this mode: nothing to read
+        return
+    img = read_image(f, exif=exif)  # every writable mode must read back, at its size
+    assert img.shape == (h, w, 3) and img.dtype == np.uint8

@@ -1,6 +1,8 @@
 """The §IV-C decoder: max-pool peaks, top-K, threshold, eq. (6) boxes."""
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crackcore.decode import decode
 
@@ -49,3 +51,30 @@ def test_decode_top_k_and_batch():
 def test_decode_rejects_logit_shaped_misuse():
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         decode(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+def test_decode_clamps_negative_sizes_at_zero():
+    heat = torch.zeros(1, 1, 5, 5)
+    heat[0, 0, 2, 3] = 0.9
+    heat[0, 0, 4, 0] = 0.8
+    wh = torch.zeros(1, 2, 5, 5)
+    wh[0, :, 2, 3] = torch.tensor([-3.0, 5.0])  # an untrained size head: negative width
+    wh[0, :, 4, 0] = torch.tensor([-1.0, -2.0])  # both negative
+    out = decode(heat, wh)[0]
+    # centre of cell (x=3, y=2) is (3.5, 2.5): width clamped to 0, height 5 → (3.5, 0, 3.5, 5), not x2 < x1
+    assert out["boxes"][0].tolist() == pytest.approx([3.5, 0.0, 3.5, 5.0])
+    assert out["boxes"][1].tolist() == pytest.approx([0.5, 4.5, 0.5, 4.5])  # a point at the peak centre
+    far = decode(heat, wh, stride=4, clip=False)[0]["boxes"]  # clipping is not what fixes it
+    assert far[0].tolist() == pytest.approx([14.0, 0.0, 14.0, 20.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**16), stride=st.sampled_from([1, 4]), clip=st.booleans(), with_reg=st.booleans())
+def test_decode_boxes_are_never_inverted(seed, stride, clip, with_reg):
+    g = torch.Generator().manual_seed(seed)
+    heat = torch.rand(2, 1, 6, 7, generator=g)
+    wh = torch.randn(2, 2, 6, 7, generator=g) * 4  # about half the sizes negative
+    reg = torch.rand(2, 2, 6, 7, generator=g) if with_reg else None
+    for out in decode(heat, wh, reg, stride=stride, k=10, threshold=0.0, clip=clip):
+        b = out["boxes"]  # (N, 4)
+        assert len(b) and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()

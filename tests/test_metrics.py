@@ -171,6 +171,23 @@ def test_accepts_torch_and_result_is_read_only():
         r.precision[0] = 0.0
 
 
+def test_zero_area_prediction_is_a_false_positive_never_nan():
+    # a point inside A (the decoder clamps negative sizes to 0) ranked above A itself: FP then TP,
+    # precisions 0, 1/2 at recalls 0, 1 → every r_k has max precision 1/2 → AP07 = all-point AP = 1/2
+    for zero in ([5, 5, 5, 5], [0, 0, 0, 10]):  # a point, and a zero-width line on A's left edge
+        preds, targets = [P([zero, A], [0.9, 0.8])], [T([A])]
+        for metric in (True, False):
+            r = voc_ap(preds, targets, use_07_metric=metric)
+            np.testing.assert_array_equal(r.tp, [False, True])
+            np.testing.assert_allclose(r.precision, [0, 0.5])
+            assert r.ap == pytest.approx(0.5, abs=1e-12)
+    # ranked below A it comes after full recall: AP 1
+    assert voc_ap([P([A, [5, 5, 5, 5]], [0.9, 0.8])], [T([A])]).ap == 1.0
+    # on a zero-area gt at the same spot: union 0 → IoU 0, not NaN → FP, AP 0
+    r = voc_ap([P([[5, 5, 5, 5]], [0.9])], [T([[5, 5, 5, 5]])])
+    assert r.ap == 0.0 and not r.tp[0] and np.isfinite(r.precision).all() and np.isfinite(r.recall).all()
+
+
 # ---------------------------------------------------------------- validation
 
 @pytest.mark.parametrize("preds, targets, match", [
@@ -186,6 +203,18 @@ def test_accepts_torch_and_result_is_read_only():
 ])
 def test_invalid_inputs_raise(preds, targets, match):
     with pytest.raises(ValueError, match=match):
+        voc_ap(preds, targets)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([10, 0, 0, 10], r"box 1 \[10\.0, 0\.0, 0\.0, 10\.0\] is inverted; boxes need x2 >= x1"),
+    ([0, 5, 10, 4.5], r"box 1 \[0\.0, 5\.0, 10\.0, 4\.5\] is inverted; .*y2 >= y1"),
+    ([0, 0, np.nan, 10], r"box 1 \[0\.0, 0\.0, nan, 10\.0\] contains NaN or inf"),
+    ([0, -np.inf, 10, 10], r"box 1 .* contains NaN or inf"),
+])
+def test_malformed_ground_truth_names_the_image_and_box(bad, match):
+    preds, targets = [P([A], [0.9]), P([A], [0.9])], [T([A]), T([A, bad])]
+    with pytest.raises(ValueError, match=r"targets\[1\]\['boxes'\] \(image 1\): " + match):
         voc_ap(preds, targets)
 
 
@@ -314,3 +343,28 @@ def test_properties_permutation_bounds_and_duplicate_fp(seed, n_img, data):
 
 def p_max(p):
     return p["scores"].max() if len(p["scores"]) else -np.inf
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_img=st.integers(1, 4), data=st.data())
+def test_zero_area_predictions_only_add_false_positives(seed, n_img, data):
+    preds, targets = random_case(np.random.default_rng(seed), n_img)
+    collapsed = []
+    for p in preds:  # each detection possibly collapsed to a zero-width, zero-height or point box at its centre
+        b = p["boxes"].copy()
+        for k in range(len(b)):
+            axes = data.draw(st.sampled_from([(), (0,), (1,), (0, 1)]))
+            for ax in axes:
+                b[k, [ax, ax + 2]] = (b[k, ax] + b[k, ax + 2]) / 2
+        collapsed.append({"boxes": b, "scores": p["scores"]})
+    zero = [((b[:, 2] == b[:, 0]) | (b[:, 3] == b[:, 1])) for b in (c["boxes"] for c in collapsed)]
+    kept = [{"boxes": c["boxes"][~z], "scores": c["scores"][~z]} for c, z in zip(collapsed, zero)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # cases without any gt
+        for use_07 in (True, False):
+            r = voc_ap(collapsed, targets, use_07_metric=use_07)
+            assert np.isfinite(r.ap) and np.isfinite(r.precision).all() and np.isfinite(r.recall).all()
+            flat = np.concatenate(zero)[np.argsort(-np.concatenate([c["scores"] for c in collapsed]), kind="stable")]
+            assert not r.tp[flat].any()  # a zero-area box never matches
+            # false positives lower precision and never raise recall: AP is at most that without them
+            assert r.ap <= voc_ap(kept, targets, use_07_metric=use_07).ap + 1e-12
