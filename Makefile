@@ -8,8 +8,12 @@ KERNEL := crackcore
 NB_TIMEOUT ?= 14400
 VARIANTS := centernet_r18 modified modified_aff
 PAPERMILL = $(PY) -m papermill --kernel $(KERNEL) --execution-timeout $(NB_TIMEOUT) --cwd notebooks --log-output
+NBVAL = $(PY) -m pytest -q --nbval tests/notebooks --nbval-kernel-name $(KERNEL) \
+	--nbval-sanitize-with tests/notebooks/sanitize.cfg -p no:cacheprovider
+# Another float order than this machine's default: an older CPU's kernels and one thread.
+OTHER_FLOAT_ORDER := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
 
-.PHONY: setup test quick reproduce bench calibrate lab clean nbrefs
+.PHONY: setup test quick reproduce bench calibrate readings lab clean nbrefs nbtolerance chain
 
 setup: $(STAMP)
 
@@ -21,13 +25,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "crackcore (.venv)" >/dev/null
 	touch $(STAMP)
 
-# Unit tests, then nbval on the quick-profile notebooks kept under tests/notebooks/. The quick runs are wiped
-# first so that nbval recomputes every number from the current code (a stale model would hide a regression).
+# Unit tests, then nbval on the quick-profile notebooks kept under tests/notebooks/, twice: with this machine's
+# defaults and under another float order, so that references holding one machine's digits fail here, not elsewhere.
+# The quick runs are wiped first so that nbval recomputes every number from the current code.
 test: setup
 	$(PY) -m pytest -q
 	rm -rf runs/quick scratch/quick
-	$(PY) -m pytest -q --nbval tests/notebooks --nbval-kernel-name $(KERNEL) \
-	    --nbval-sanitize-with tests/notebooks/sanitize.cfg -p no:cacheprovider
+	$(NBVAL)
+	rm -rf runs/quick scratch/quick
+	$(OTHER_FLOAT_ORDER) $(NBVAL)
 
 # run_chain(profile, output folder): the five notebooks in order, notebook 03 once per Table I variant.
 define run_chain
@@ -49,10 +55,25 @@ reproduce: setup
 quick: setup
 	$(call run_chain,quick,scratch/quick/notebooks)
 
-# Regenerate nbval's references on purpose (after a deliberate change to a loss, the decoder or the generator).
+# Regenerate nbval's references on purpose (after a deliberate change to a loss, the decoder or the generator):
+# the executed quick notebooks, and the floats they check within tolerances (tests/notebooks/references.json).
 nbrefs: setup
-	rm -rf runs/quick scratch/quick
-	$(call run_chain,quick,tests/notebooks)
+	rm -rf runs/quick scratch/quick tests/notebooks/references.json
+	CRACKCORE_REFERENCES=write $(MAKE) --no-print-directory chain PROFILE=quick NB_OUT=tests/notebooks
+
+# How far another float order moves the checked floats: nbval under OTHER_FLOAT_ORDER, keeping what it saw, then
+# each value's spread beside its tolerance (crackcore.reference.TOLERANCES).
+nbtolerance: setup
+	rm -rf runs/quick scratch/quick scratch/tolerance.json
+	-CRACKCORE_OBSERVED=$(CURDIR)/scratch/tolerance.json $(OTHER_FLOAT_ORDER) $(NBVAL)
+	$(PY) -c "from crackcore.reference import deviations; print(deviations('scratch/tolerance.json'))"
+
+# The size-head and radius readings on a validation split carved from the training images (README, Readings).
+readings: setup
+	$(PY) -c "from crackcore.experiment import readings_study; print(readings_study())"
+
+chain: setup
+	$(call run_chain,$(PROFILE),$(NB_OUT))
 
 # Speed and memory (issue 6): results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
 bench: setup

@@ -109,6 +109,15 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     return (a[None] if a.ndim == 3 else a).permute(0, 3, 1, 2).float().div_(255)
 
 
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize an (H, W, 3) image by `scale` (area averaging down, bilinear up), as letterbox and predict both do."""
+    h, w = image.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) == (w, h):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def letterbox(image: np.ndarray, boxes, size: int, fill=None) -> tuple[np.ndarray, np.ndarray, float]:
     """Resize the longer side to `size` keeping the aspect, pad bottom/right; boxes follow. Returns the scale.
 
@@ -117,9 +126,8 @@ def letterbox(image: np.ndarray, boxes, size: int, fill=None) -> tuple[np.ndarra
     """
     h, w = image.shape[:2]
     scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    if (nw, nh) != (w, h):
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    image = rescale(image, scale)
+    nh, nw = image.shape[:2]
     colour = image.reshape(-1, 3).mean(0) if fill is None else fill
     out = np.empty((size, size, 3), np.uint8)
     out[...] = np.rint(colour).astype(np.uint8)
@@ -127,6 +135,19 @@ def letterbox(image: np.ndarray, boxes, size: int, fill=None) -> tuple[np.ndarra
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32(scale)  # (N, 4)
     boxes = np.clip(boxes, 0, np.array([nw, nh, nw, nh], np.float32))
     return out, boxes, scale
+
+
+def training_scale(records, input_size: int) -> float:
+    """The one image geometry of a model: the median scale letterbox applied to its training images.
+
+    Training and evaluation letterbox every image to the input size; `predict` resizes every image by this scale
+    and then tiles it, so a crack meets the model at the size it was trained at (80 px patches: 1 for the stride-1
+    models, 4.8 for CenterNet at 384 px). Checkpoints record it.
+    """
+    scales = [input_size / max(r.width, r.height) for r in records]
+    if not scales:
+        raise ValueError("no training records: the training scale is undefined")
+    return float(np.median(scales))
 
 
 def _keep(name: str, where: str, category: str, category_map: dict | None) -> bool:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records
+from .diagnose import decompose
 from .fast import Route, build_route, detect_with
 from .metrics import voc_ap
 from .runtime import load_model, pick_device, pick_precision, portable_path, provenance, save_json
@@ -24,6 +25,7 @@ class EvalConfig:
     data: str = "data/synth"  # synthetic root, COCO JSON or VOC folder (as for training)
     split: str = "test"  # split scored with VOC2007 AP (Table I)
     background_split: str = "background"  # "" skips Table II (user data may have no such split)
+    train_split: str = "train"  # also diagnosed, for train AP beside test AP; "" skips it
     out: str = "results/metrics/modified_aff.json"  # metrics JSON; empty = do not write
     batch_size: int = 32  # images per forward pass
     k: int = 20  # top-K peaks kept per image (§IV-C)
@@ -97,6 +99,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                               "scores": p["scores"].numpy().round(4), "gt": (t["boxes"].numpy() / sc).round(2)}
                              for r, p, t in zip(records, preds, targets)
                              for sc in [model.input_size / max(r.width, r.height)]]}
+    metrics["diagnosis"] = {cfg.split: decompose(model, records, cfg.batch_size, cfg.k, cfg.threshold, precision)}
+    if cfg.train_split:
+        train_records = load_records(cfg.data, cfg.train_split)[:cfg.limit or None]
+        metrics["diagnosis"][cfg.train_split] = decompose(model, train_records, cfg.batch_size, cfg.k, cfg.threshold,
+                                                          precision)
     if cfg.background_split:
         bg = load_records(cfg.data, cfg.background_split)[:cfg.limit or None]
         _, _, top = run_split(model, bg, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,

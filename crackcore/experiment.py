@@ -192,7 +192,8 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     stamp.write_text(fp + "\n")
     train(cfg, resume=True, progress=progress)
     m = evaluate(EvalConfig(checkpoint=str(folder / "run" / "model.pt"), data=str(val), split="val",
-                            background_split="", out="", precision=profile.precision), progress=progress)
+                            background_split="", train_split="", out="", precision=profile.precision),
+                 progress=progress)
     ap = m["ap07"]
     verdict = "harder" if ap > 90 else "easier" if ap < 30 else "keep the defaults"
     n_val = m["n_images"]
@@ -216,7 +217,7 @@ READINGS = {
 
 
 def reading(name: str, profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
-            epochs: int = 8, lr_drop_epoch: int = 6, base: dict | None = None, progress: bool = True) -> dict:
+            epochs: int = 4, lr_drop_epoch: int = 3, base: dict | None = None, progress: bool = True) -> dict:
     """Train one reading (READINGS[name] over `base`) for a short protocol on the fit split; diagnose it on val.
 
     Written to results/metrics/reading-{name}.json with the diagnostic of `crackcore.diagnose` on the validation

@@ -105,7 +105,9 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
             x = next(self.it, None)
             return None if x is None else {name: x.float().numpy()}
 
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    # reduce_range (7-bit weights): u8×s8 products saturate on x86 CPUs without VNNI (AVX2, plain AVX-512) and the
+    # heatmap falls apart there; 7 bits hold on every CPU, so one quantised file runs anywhere.
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     proto = onnx.load(str(dst))  # quantize_static drops custom metadata: copy it back for OnnxRoute
     del proto.metadata_props[:]

@@ -165,3 +165,38 @@ def image_and_heatmaps(image, boxes, heatmaps, titles, scales, cmap: str = "magm
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def wh_scatter(pred, true, title: str = ""):
+    """Predicted against true width and height at the true centres (§III-B): a collapsed size head is a line."""
+    pred, true = np.asarray(pred, float).reshape(-1, 2), np.asarray(true, float).reshape(-1, 2)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+    top = max(1.0, float(np.nanmax(np.concatenate([pred, true]))))
+    for ax, j, name in ((axes[0], 0, "width"), (axes[1], 1, "height")):
+        ax.scatter(true[:, j], pred[:, j], s=6, alpha=0.6)
+        ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
+        ax.set(xlabel=f"true {name} (px)", ylabel=f"predicted {name} (px)", title=name)
+    axes[2].scatter(true[:, 0], true[:, 1], s=6, alpha=0.6, color=GT_COLOUR, label="truth")
+    axes[2].scatter(pred[:, 0], pred[:, 1], s=6, alpha=0.6, color=PRED_COLOUR, label="predicted")
+    axes[2].set(xlabel="w (px)", ylabel="h (px)", title="shapes")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ap_decomposition(table, paper: float | None = None):
+    """Bars of AP07 as measured, with true sizes, with true centres, and on the training split, per variant."""
+    cols = [("ap07", "measured (test)"), ("ap07_true_wh", "true sizes"), ("ap07_true_centre", "true centres"),
+            ("ap07_train", "train split")]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    x = np.arange(len(table))
+    for i, (c, label) in enumerate(cols):
+        ax.bar(x + (i - 1.5) * 0.2, table[c].to_numpy(float), 0.2, label=label)
+    if paper is not None:
+        ax.axhline(paper, color="#d62728", ls=":", lw=1, label=f"paper ({paper:.2f})")
+    ax.set_xticks(x, list(table.index))
+    ax.set(ylabel="AP07", ylim=(0, 100), title="where AP goes")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return fig

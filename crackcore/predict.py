@@ -6,6 +6,7 @@ every readable one is still predicted and written.
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES, DataError, read_image, to_input
+from .data import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
 from .fast import CALIBRATED, Route, auto_route, build_route, detect_with
 from .runtime import load_model, pick_device, pick_precision, save_json
 
@@ -107,24 +108,32 @@ def merge_tiles(dets, origins, height: int, width: int, tile: int, cfg: PredictC
     return {"boxes": boxes, "scores": scores}
 
 
-def predict_images(route, images, cfg: PredictConfig):
-    """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images."""
+def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
+    """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images.
+
+    Each image is first resized by `scale`, the model's training scale (`data.training_scale`), so that cracks meet
+    the model at the size it learned; boxes come back in the image's own pixels.
+    """
     tile = route.input_size
 
     def run(pending):
-        batch = torch.cat([t for _, _, t, _ in pending])  # (T, 3, tile, tile)
+        batch = torch.cat([t for _, _, t, _, _ in pending])  # (T, 3, tile, tile)
         dets = []
         for chunk in batch.split(cfg.batch_size):
             # clip=False: a crack reaching past its tile keeps its full box
             dets += detect_with(route, chunk, k=cfg.k, threshold=cfg.threshold, clip=False)[0]
-        for i, image, t, origins in pending:
+        for i, image, t, origins, shape in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
-            yield i, image, merge_tiles(mine, origins, *image.shape[:2], tile, cfg)
+            det = merge_tiles(mine, origins, *shape, tile, cfg)
+            sx, sy = shape[1] / image.shape[1], shape[0] / image.shape[0]  # the rounded resize, per axis
+            det["boxes"] = det["boxes"] / torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+            yield i, image, det
 
     pending, n = [], 0
     for i, image in enumerate(images):
-        t, origins = tiles(image, tile, cfg.overlap)
-        pending.append((i, image, t, origins))
+        scaled = rescale(image, scale)
+        t, origins = tiles(scaled, tile, cfg.overlap)
+        pending.append((i, image, t, origins, scaled.shape[:2]))
         n += len(t)
         if n >= cfg.batch_size:
             yield from run(pending)
@@ -133,9 +142,19 @@ def predict_images(route, images, cfg: PredictConfig):
         yield from run(pending)
 
 
-def predict_image(route, image: np.ndarray, cfg: PredictConfig) -> dict[str, torch.Tensor]:
+def predict_image(route, image: np.ndarray, cfg: PredictConfig, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Detections of one image of any size in its own pixel coordinates."""
-    return next(predict_images(route, [image], cfg))[2]
+    return next(predict_images(route, [image], cfg, scale))[2]
+
+
+def checkpoint_scale(ckpt: dict, variant: str) -> float:
+    """The training scale a checkpoint records; older checkpoints record none and are run at native resolution."""
+    geometry = ckpt.get("geometry")
+    if geometry is None:
+        warnings.warn(f"the {variant} checkpoint records no training scale (made before crackcore recorded it); "
+                      "images are tiled at their native resolution, which may not be the scale it was trained at")
+        return 1.0
+    return float(geometry["scale"])
 
 
 def route_name(cfg: PredictConfig, device) -> str:
@@ -143,7 +162,7 @@ def route_name(cfg: PredictConfig, device) -> str:
     return auto_route(device, pick_precision(device, cfg.precision)) if cfg.route == "auto" else cfg.route
 
 
-def calibration_tiles(files, size: int, cfg: PredictConfig) -> torch.Tensor | None:
+def calibration_tiles(files, size: int, cfg: PredictConfig, scale: float = 1.0) -> torch.Tensor | None:
     """Up to `cfg.calib` (N, 3, size, size) tiles of the first readable images; None if none is readable."""
     parts, n = [], 0
     for f in files:
@@ -151,14 +170,14 @@ def calibration_tiles(files, size: int, cfg: PredictConfig) -> torch.Tensor | No
             image = read_image(f, exif=True)
         except DataError:  # reported by the prediction pass, which reads every file
             continue
-        parts.append(tiles(image, size, cfg.overlap)[0])
+        parts.append(tiles(rescale(image, scale), size, cfg.overlap)[0])
         n += len(parts[-1])
         if n >= cfg.calib:
             break
     return torch.cat(parts)[:cfg.calib] if parts else None
 
 
-def inference_route(model, cfg: PredictConfig, files, device) -> Route | None:
+def inference_route(model, cfg: PredictConfig, files, device, scale: float = 1.0) -> Route | None:
     """The route `cfg.route` names, int8 ones calibrated on the first readable images' tiles.
 
     None when the route needs calibration but no input is readable: there is then nothing to run it on either.
@@ -166,7 +185,7 @@ def inference_route(model, cfg: PredictConfig, files, device) -> Route | None:
     name = route_name(cfg, device)
     calib = None
     if name in CALIBRATED:
-        calib = calibration_tiles(files, model.input_size, cfg)
+        calib = calibration_tiles(files, model.input_size, cfg, scale)
         if calib is None:
             return None
     return build_route(name, model, calib)
@@ -210,8 +229,9 @@ def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
     """
     files = list_images(inputs)
     device = pick_device(cfg.device)
-    model, _ = load_model(cfg.checkpoint, device=device)
-    route = inference_route(model, cfg, files, device)
+    model, ckpt = load_model(cfg.checkpoint, device=device)
+    scale = checkpoint_scale(ckpt, model.variant)
+    route = inference_route(model, cfg, files, device, scale)
     out = Path(cfg.out)
     (out / "annotated").mkdir(parents=True, exist_ok=True)
     results, good, errors = {}, [], []
@@ -220,7 +240,7 @@ def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
     if route is None:  # a calibrated route found no readable input: reading each one still says why
         list(images)
     else:
-        for i, image, det in predict_images(route, images, cfg):
+        for i, image, det in predict_images(route, images, cfg, scale):
             f = good[i]  # read_each appended it before yielding its image
             results[str(f)] = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4)}
                                for b, s in zip(det["boxes"], det["scores"])]
@@ -228,7 +248,8 @@ def predict(cfg: PredictConfig, inputs, progress: bool = True) -> dict:
                 cv2.imwrite(str(out / "annotated" / f"{f.stem}.png"), draw(image, det["boxes"], det["scores"]))
     save_json(out / "predictions.json", {"checkpoint": str(cfg.checkpoint), "variant": model.variant,
                                          "route": name, "precision": route.precision if route else None,
-                                         "device": str(device), "images": results, "errors": errors})
+                                         "device": str(device), "scale": scale, "images": results,
+                                         "errors": errors})
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "x1", "y1", "x2", "y2", "score"])

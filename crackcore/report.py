@@ -136,3 +136,14 @@ def bench_tables(parts: dict[str, dict]) -> str:
         out += [f"Measured on {prov.get('device')}, {prov.get('cpu_threads')} threads, torch {prov.get('torch')}, "
                 f"commit {str(prov.get('git_commit'))[:10]}.", ""]
     return "\n".join(out)
+
+
+def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "train") -> pd.DataFrame:
+    """Where AP goes, per variant: AP07 as measured, with true sizes, with true centres, on train; the size head."""
+    rows = {}
+    for v, m in metrics.items():
+        d, t = m["diagnosis"][test], m["diagnosis"].get(train, {})
+        rows[v] = {"ap07": d["ap07"], "ap07_true_wh": d["ap07_true_wh"], "ap07_true_centre": d["ap07_true_centre"],
+                   "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
+                   "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}
+    return pd.DataFrame(rows).T

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import CrackDataset, load_records
+from .data import CrackDataset, load_records, training_scale
 from .labels import encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, build_model
@@ -110,6 +110,17 @@ def mean_box_size(records, variant: str) -> tuple[float, float]:
     return float(m[0]), float(m[1])
 
 
+def new_model(cfg: TrainConfig, records):
+    """The untrained detector of `cfg`: its size head's init and output scale, its bias at the records' mean size."""
+    if cfg.wh_init not in ("mean", "default", "centernet"):
+        raise ValueError(f"unknown wh_init {cfg.wh_init!r}; choose mean, default or centernet")
+    model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
+                        cfg.wh_scale)
+    if cfg.wh_init == "mean":
+        model.init_wh_bias(mean_box_size(records, cfg.variant))
+    return model
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """§IV-B: 2.5e-4, then 2.5e-5 from the 21st epoch."""
     return cfg.lr * (cfg.lr_drop_factor if epoch >= cfg.lr_drop_epoch else 1.0)
@@ -150,11 +161,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     records = load_records(cfg.data, "train")
     if cfg.limit:
         records = records[:cfg.limit]
-    model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
-                        cfg.wh_scale)
-    if cfg.wh_init == "mean":
-        model.init_wh_bias(mean_box_size(records, cfg.variant))
-    model = model.to(device)
+    model = new_model(cfg, records).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -176,6 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")
     info = provenance(device, precision)
+    geometry = {"input_size": INPUT_SIZE[cfg.variant], "scale": training_scale(records, INPUT_SIZE[cfg.variant])}
     with _Interrupt() as stop:
         for epoch in range(start, cfg.epochs):
             stats = _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress and rank == 0,
@@ -187,7 +195,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                 raw = model.module if world > 1 else model
                 save_checkpoint(ckpt_path, {"model": raw.state_dict(), "optimizer": opt.state_dict(),
                                             "scheduler": {"epoch": epoch + 1, "lr": lr_at(cfg, epoch + 1)},
-                                            "epoch": epoch + 1, "variant": cfg.variant, "config": asked,
+                                            "epoch": epoch + 1, "variant": cfg.variant, "config": asked, "geometry": geometry,
                                             "provenance": info, "history": history + [stats]})
                 history.append(stats)
                 # rewritten whole from the checkpoint's copy: a kill between the two writes loses or repeats nothing
@@ -197,7 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
             if rank == 0:
                 raw = model.module if world > 1 else model
                 save_checkpoint(out / "model.pt", {"model": raw.state_dict(), "variant": cfg.variant,
-                                                   "config": asked, "epoch": cfg.epochs, "provenance": info})
+                                                   "config": asked, "geometry": geometry, "epoch": cfg.epochs, "provenance": info})
     if stop.hit:
         raise KeyboardInterrupt
     return out

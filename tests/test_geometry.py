@@ -1,0 +1,98 @@
+"""One image geometry for train, evaluate and predict: an image meets the model at the scale it was trained at."""
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crackcore.data import letterbox, load_records, read_image, training_scale, write_coco
+from crackcore.evaluate import run_split
+from crackcore.fast import build_route
+from crackcore.metrics import box_iou
+from crackcore.models import INPUT_SIZE, VARIANTS, build_model
+from crackcore.predict import PredictConfig, checkpoint_scale, predict_image
+from crackcore.runtime import load_model
+from crackcore.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_training_scale_is_the_letterbox_scale():
+    records = [dataclasses.make_dataclass("R", ["width", "height"])(w, h) for w, h in ((80, 80), (80, 60), (160, 90))]
+    assert training_scale(records, 80) == pytest.approx(1.0)  # median of 1, 1, 0.5
+    assert training_scale(records[:1], 384) == pytest.approx(4.8)
+    assert letterbox(np.zeros((80, 80, 3), np.uint8), [], 384)[2] == pytest.approx(4.8)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_predict_and_evaluate_return_identical_boxes_on_an_80px_patch(variant, tiny_data):
+    torch.manual_seed(0)
+    model = build_model(variant).eval()
+    records = load_records(tiny_data, "test")[:2]
+    scale = INPUT_SIZE[variant] / 80  # what training on 80 px patches records
+    preds, _, _ = run_split(model, records, batch_size=2, k=20, threshold=0.0)
+    cfg = PredictConfig(k=20, threshold=0.0, route="fp32")
+    route = build_route("fp32", model)
+    for r, p in zip(records, preds):
+        det = predict_image(route, read_image(r.path), cfg, scale)
+        order_e, order_p = p["scores"].argsort(descending=True), det["scores"].argsort(descending=True)
+        torch.testing.assert_close(det["scores"][order_p], p["scores"][order_e])
+        torch.testing.assert_close(det["boxes"][order_p], p["boxes"][order_e] / scale, atol=1e-4, rtol=0)
+
+
+def test_predict_on_a_mosaic_finds_the_cracks_of_its_patches(tiny_data):
+    """A 240 × 240 mosaic of nine test-like patches: predict's tiles do not line up with the patches, yet the cracks
+    found (a detection with IoU > 0.5) are those found patch by patch, with the committed trained model."""
+    ckpt = ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt"
+    model, state = load_model(ckpt)
+    records = (load_records(tiny_data, "train") + load_records(tiny_data, "test"))[:9]
+    route, cfg = build_route("fp32", model), PredictConfig()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # older checkpoints record no scale; trained on 80 px patches it is 1
+        scale = checkpoint_scale(state, model.variant)
+    mosaic = np.zeros((240, 240, 3), np.uint8)
+    found_alone, gts = [], []
+    for k, r in enumerate(records):
+        y, x = divmod(k, 3)
+        image = read_image(r.path)
+        mosaic[80 * y:80 * y + 80, 80 * x:80 * x + 80] = image
+        det = predict_image(route, image, cfg, scale)
+        found_alone += [(k, j) for j in found(det["boxes"], r.boxes)]
+        gts.append(r.boxes + np.array([80 * x, 80 * y] * 2, np.float32))
+    det = predict_image(route, mosaic, cfg, scale)
+    found_mosaic = [(k, j) for k, g in enumerate(gts) for j in found(det["boxes"], g)]
+    assert len(found_alone) >= 3, "the trained model should find some cracks of these patches"
+    assert set(found_mosaic) == set(found_alone)
+
+
+def found(boxes, gt) -> list[int]:
+    """Indices of the ground-truth boxes that some detection overlaps with IoU > 0.5."""
+    if len(gt) == 0 or len(boxes) == 0:
+        return []
+    return [int(j) for j in np.flatnonzero((box_iou(boxes, gt) > 0.5).any(0))]
+
+
+def test_model_trained_on_large_photographs_is_evaluated_and_predicted_at_one_geometry(tiny_data, tmp_path):
+    """Photographs twice the input size: training letterboxes them to 80 px (scale 0.5), the checkpoint records it,
+    and predict resizes by it, so predict's boxes are evaluate's, in the photograph's own pixels."""
+    big = []
+    for r in load_records(tiny_data, "train")[:4]:
+        path = tmp_path / f"big_{r.path.name}"
+        Image.fromarray(read_image(r.path)).resize((160, 160), Image.BILINEAR).save(path)
+        big.append(dataclasses.replace(r, path=path, boxes=r.boxes * 2, width=160, height=160))
+    data = write_coco(big, tmp_path / "train.json")
+    cfg = TrainConfig(variant="modified", data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=4,
+                      precision="fp32")
+    model, state = load_model(train(cfg, progress=False) / "model.pt")
+    assert state["geometry"] == {"input_size": 80, "scale": 0.5}
+    scale = checkpoint_scale(state, model.variant)
+    preds, _, _ = run_split(model, big[:2], batch_size=2, k=20, threshold=0.0)
+    route = build_route("fp32", model)
+    for r, p in zip(big[:2], preds):
+        det = predict_image(route, read_image(r.path), PredictConfig(threshold=0.0, route="fp32"), scale)
+        order_e, order_p = p["scores"].argsort(descending=True), det["scores"].argsort(descending=True)
+        torch.testing.assert_close(det["scores"][order_p], p["scores"][order_e])
+        torch.testing.assert_close(det["boxes"][order_p], p["boxes"][order_e] / 0.5, atol=1e-3, rtol=0)
