@@ -128,7 +128,7 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
     ckpt_fp = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
     if out.exists():
         m = json.loads(out.read_text())
-        if m.get("checkpoint_sha") == ckpt_fp:
+        if m.get("checkpoint_sha") == ckpt_fp and "diagnosis" in m:  # metrics from before the diagnosis: redo
             return m
     cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision)
     m = evaluate(cfg, progress=progress)
