@@ -103,20 +103,30 @@ def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
 
 def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
     """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
-    from .train import train
+    from .train import ConfigMismatch, train
 
     fp = ensure_data(profile, seed, progress)
     cfg = train_config(profile, variant, seed, **overrides)
     out = Path(cfg.out)
     stamp = out / "DATA_FINGERPRINT"
     if out.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
-        stale = out.with_name(out.name + ".stale")
-        shutil.rmtree(stale, ignore_errors=True)
-        out.rename(stale)
+        _move_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp + "\n")
-    train(cfg, resume=True, progress=progress)
+    try:
+        train(cfg, resume=True, progress=progress)
+    except ConfigMismatch:  # the code's defaults changed since this run: keep it aside, train anew
+        _move_aside(out)
+        out.mkdir(parents=True)
+        stamp.write_text(fp + "\n")
+        train(cfg, resume=True, progress=progress)
     return out / "model.pt"
+
+
+def _move_aside(out: Path) -> None:
+    stale = out.with_name(out.name + ".stale")
+    shutil.rmtree(stale, ignore_errors=True)
+    out.rename(stale)
 
 
 def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bool = True) -> dict:

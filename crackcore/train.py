@@ -63,6 +63,10 @@ class TrainConfig:
 PATH_FIELDS = ("data", "out", "imagenet")
 
 
+class ConfigMismatch(ValueError):
+    """A run folder holds a run made with other settings: resuming it would mix two configurations."""
+
+
 def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
             sigma_rule: str, radius_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
@@ -171,7 +175,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         state = load_checkpoint(ckpt_path, cfg.variant)
         if state["config"] != asked:
             diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
-            raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
+            raise ConfigMismatch(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], list(state.get("history", []))

@@ -80,3 +80,39 @@ def test_publish_checkpoint_is_half_precision_and_rewrites_only_new_weights(prof
     w = model.state_dict()["heads.hm.0.weight"]
     assert w.dtype == torch.float32 and torch.equal(w, full["heads.hm.0.weight"].half().float())
     assert ex.publish_checkpoint(profile, "modified").read_bytes() == data  # same weights: file untouched
+
+
+def test_run_made_with_other_defaults_moves_aside(profile, monkeypatch):
+    ckpt = ex.ensure_trained(profile, "modified", progress=False)
+    real = ex.train_config
+    monkeypatch.setattr(ex, "train_config", lambda *a, **k: dataclasses.replace(real(*a, **k), wh_scale=8.0))
+    again = ex.ensure_trained(profile, "modified", progress=False)  # would raise ConfigMismatch if resumed
+    assert again == ckpt and (ckpt.parent.with_name(ckpt.parent.name + ".stale") / "model.pt").exists()
+    assert json.loads((ckpt.parent / "config.json").read_text())["wh_scale"] == 8.0
+
+
+def _results(**aps):
+    return {n: {"val": {"ap07": ap, "size_iou_median": iou}} for n, (ap, iou) in aps.items()}
+
+
+def test_wh_rule_prefers_size_iou_among_close_aps():
+    assert ex.choose_wh(_results(a=(50.0, 0.6), b=(50.8, 0.5), c=(40.0, 0.9))) == "a"  # b within 1.0 of a
+    assert ex.choose_wh(_results(a=(50.0, 0.6), b=(51.5, 0.5))) == "b"  # a is more than 1.0 behind
+
+
+def test_radius_rule_keeps_the_literal_reading_unless_beaten_by_more_than_one_point():
+    lit = "radius-corrected-sigma-paper"
+    assert ex.choose_radius(_results(**{lit: (50.0, 0), "other": (50.9, 0)})) == lit
+    assert ex.choose_radius(_results(**{lit: (50.0, 0), "other": (51.1, 0)})) == "other"
+
+
+def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
+    profile = ex.Profile("t", 10, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    r = ex.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
+    assert r["key"]["wh_init"] == "mean" and r["key"]["epochs"] == 1
+    assert {"ap07", "ap07_true_wh", "ap07_true_centre", "wh_corr_pred", "size_iou_median"} <= set(r["val"])
+    assert r["val"]["n_gt"] > 0 and r["fit"]["n_gt"] > r["val"]["n_gt"]  # 8 fit images, 2 validation ones
+    saved = profile.results / "metrics" / "reading-wh-mean-x16.json"
+    mtime = saved.stat().st_mtime_ns
+    same = ex.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
+    assert same["key"] == r["key"] and saved.stat().st_mtime_ns == mtime  # the same settings are not redone
