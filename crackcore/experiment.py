@@ -216,9 +216,9 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
 
 # The readings of what the paper leaves open, each a set of TrainConfig overrides compared on the validation split.
 READINGS = {
-    "wh-centernet": {"wh_init": "centernet", "wh_scale": 1.0},  # CenterNet's released head (the collapse)
-    "wh-default-x16": {"wh_init": "default", "wh_scale": 16.0},
     "wh-mean-x16": {"wh_init": "mean", "wh_scale": 16.0},
+    "wh-default-x16": {"wh_init": "default", "wh_scale": 16.0},
+    "wh-centernet": {"wh_init": "centernet", "wh_scale": 1.0},  # CenterNet's released head (the collapse)
     "radius-corrected-sigma-paper": {"radius_rule": "corrected", "sigma_rule": "paper"},
     "radius-corrected-sigma-centernet": {"radius_rule": "corrected", "sigma_rule": "centernet"},
     "radius-released-sigma-paper": {"radius_rule": "released", "sigma_rule": "paper"},

@@ -43,6 +43,9 @@ def gaussian_radius_official(height: float, width: float, min_overlap: float = 0
     return min(r1, r2, r3)
 
 
+SIGMA_RULES = ("paper", "centernet")
+
+
 def gaussian_sigma(radius: int, rule: str = "paper") -> float:
     """σ of the label Gaussian: r/3 as §III-A states, or CenterNet's (2r+1)/6 with rule="centernet"."""
     if rule == "paper":

@@ -33,7 +33,7 @@ HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197
 # The size head regresses pixels (eq. 2); its 1×1 output is multiplied by WH_SCALE so that Adam's parameter-sized
 # steps move a size by pixels, not by hundredths of one. Chosen on a validation split (README, "Readings").
 WH_SCALE = 16.0
-WH_INITS = ("default", "centernet")
+HEAD_INITS = ("default", "centernet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -56,8 +56,8 @@ def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = N
     init="centernet" it gets CenterNet's released regression init (weights std 0.001, bias 0), under which every
     size starts near 0 px and the size head collapses to one aspect ratio when trained from scratch.
     """
-    if init not in WH_INITS:
-        raise ValueError(f"unknown head init {init!r}; choose one of {', '.join(WH_INITS)}")
+    if init not in HEAD_INITS:
+        raise ValueError(f"unknown head init {init!r}; choose one of {', '.join(HEAD_INITS)}")
     layers: list[nn.Module] = []
     for i in range(n_conv):
         layers += [nn.Conv2d(cin if i == 0 else mid, mid, 3, 1, 1), nn.ReLU(inplace=True)]

@@ -20,10 +20,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records, training_scale
-from .labels import encode
+from .labels import RADIUS_RULES, SIGMA_RULES, encode
 from .losses import LossConfig, centernet_loss
-from .models import INPUT_SIZE, STRIDE, build_model
+from .models import INPUT_SIZE, STRIDE, VARIANTS, build_model
 from .runtime import atomic_write, autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
+
+
+WH_INITS = ("mean", "default", "centernet")  # how the size head starts (models.head plus the mean-size bias)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class TrainConfig:
     cls_weight: float = 1.0  # α of eq. (5)
     wh_weight: float = 0.1  # β of eq. (5)
     off_weight: float = 1.0  # offset loss weight (centernet_r18 only)
+
+    def __post_init__(self):
+        """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
+        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS), ("radius_rule", RADIUS_RULES),
+                              ("sigma_rule", SIGMA_RULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
 
     def loss(self) -> LossConfig:
         return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
@@ -116,8 +126,6 @@ def mean_box_size(records, variant: str) -> tuple[float, float]:
 
 def new_model(cfg: TrainConfig, records):
     """The untrained detector of `cfg`: its size head's init and output scale, its bias at the records' mean size."""
-    if cfg.wh_init not in ("mean", "default", "centernet"):
-        raise ValueError(f"unknown wh_init {cfg.wh_init!r}; choose mean, default or centernet")
     model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
                         cfg.wh_scale)
     if cfg.wh_init == "mean":
