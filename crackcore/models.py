@@ -31,7 +31,8 @@ INPUT_SIZE = {"centernet_r18": 384, "modified": 80, "modified_aff": 80}
 SIZE_MULTIPLE = 4
 HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197, as in CenterNet / RetinaNet
 # The size head regresses pixels (eq. 2); its 1×1 output is multiplied by WH_SCALE so that Adam's parameter-sized
-# steps move a size by pixels, not by hundredths of one. Chosen on a validation split (README, "Readings").
+# steps move a size by pixels, not by hundredths of one. Provisional until `make readings` has compared it on a
+# validation split (README, "Readings and decisions").
 WH_SCALE = 16.0
 HEAD_INITS = ("default", "centernet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

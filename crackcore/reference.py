@@ -9,7 +9,8 @@ with the defaults and once with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 order), so references that only hold on one machine fail there.
 
 Tolerances (TOLERANCES) were set from a measurement (`make nbtolerance`): nbval under the second environment; each is
-about ten times the largest difference seen for its kind (README, "Regression references").
+about ten times the largest difference seen for its kind (README, "Regression references"). Correlations of the
+quick profile's nearly constant predicted sizes are not checked: two float orders moved them by up to 0.09.
 """
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from pathlib import Path
 from .runtime import ROOT, atomic_write
 
 REFERENCES = ROOT / "tests" / "notebooks" / "references.json"
-# kind: (absolute tolerance, relative tolerance); a value passes within max(abs, rel × |reference|).
+# kind: (absolute tolerance, relative tolerance); a value passes within max(abs, rel × |reference|). Largest spread
+# measured under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1 against the defaults (`make
+# nbtolerance`, AMD EPYC with AVX2, all five torch notebooks), and the tolerance about ten times it:
 TOLERANCES = {
-    "loss": (0.0, 0.02),  # training losses after the quick profile's optimiser steps
-    "ap": (2.0, 0.0),  # AP in percent (one detection of the quick test split moves it by up to ~3)
-    "score": (0.01, 0.0),  # sigmoid scores and other probabilities
-    "weight": (0.01, 0.0),  # AFF softmax weights and shares in [0, 1]
-    "size": (0.05, 0.05),  # sizes, IoUs and correlations from the diagnostics
+    "loss": (0.0, 0.05),  # training losses: spread ≤ 0.53 % relative (centernet_r18's wh loss, 38.98 ± 0.21)
+    "ap": (2.0, 0.0),  # AP in percent: 0 in the quick profile; one detection of its test split moves it by ~3
+    "score": (0.01, 0.0),  # sigmoid scores: spread ≤ 3.2e-6 (background maxima near 0.098)
+    "weight": (0.03, 0.0),  # AFF softmax weights and shares in [0, 1]: spread ≤ 0.0029 (share of pixels b > a)
+    "size": (0.005, 0.0),  # median size IoU at the true centres: spread ≤ 2.1e-4
 }
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .data import CrackDataset, load_records, training_scale
 from .labels import RADIUS_RULES, SIGMA_RULES, encode
 from .losses import LossConfig, centernet_loss
-from .models import INPUT_SIZE, STRIDE, VARIANTS, build_model
+from .models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
 from .runtime import atomic_write, autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
 
 
@@ -54,7 +54,7 @@ class TrainConfig:
     sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
     radius_rule: str = "corrected"  # corrected CornerNet radius | released (the larger one of [21]'s code)
     wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
-    wh_scale: float = 16.0  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
+    wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
     cls_weight: float = 1.0  # α of eq. (5)
     wh_weight: float = 0.1  # β of eq. (5)
     off_weight: float = 1.0  # offset loss weight (centernet_r18 only)
