@@ -278,7 +278,7 @@ def readings_study(profile: Profile | str = "paper", progress: bool = True) -> d
     """The size-head readings, then the radius × σ readings on the chosen size head (README, "Readings")."""
     wh = {n: reading(n, profile, progress=progress) for n in READINGS if n.startswith("wh-")}
     wh_choice = choose_wh(wh)
-    base = {k: v for k, v in READINGS[wh_choice].items()}
+    base = dict(READINGS[wh_choice])
     radius = {n: reading(n, profile, base=base, progress=progress) for n in READINGS if n.startswith("radius-")}
     radius_choice = choose_radius(radius)
     summary = {"wh_choice": wh_choice, "radius_choice": radius_choice,
