@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from .runtime import atomic_write
 from .transforms import build_eval_transform, build_train_transform
 
 BOX_TOLERANCE = 1.0
@@ -319,9 +320,8 @@ def write_coco(records, json_path) -> Path:
         anns += [{"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
                   "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
                   "area": float((b[2] - b[0]) * (b[3] - b[1]))} for b in r.boxes]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": 1, "name": "crack"}]}))
+    text = json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "crack"}]})
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # readers in other processes never see half a file
     return path
 
 

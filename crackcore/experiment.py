@@ -105,7 +105,7 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
     """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
     from .train import ConfigMismatch, train
 
-    fp = ensure_data(profile, seed, progress)
+    fp = ensure_data(profile, progress=progress)  # one data set per profile; `seed` seeds training only
     cfg = train_config(profile, variant, seed, **overrides)
     out = Path(cfg.out)
     stamp = out / "DATA_FINGERPRINT"
@@ -113,6 +113,7 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
         _move_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp + "\n")
+    _restore_published(profile, cfg, seed, fp)
     try:
         train(cfg, resume=True, progress=progress)
     except ConfigMismatch:  # the code's defaults changed since this run: keep it aside, train anew
@@ -121,6 +122,30 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
         stamp.write_text(fp + "\n")
         train(cfg, resume=True, progress=progress)
     return out / "model.pt"
+
+
+def _restore_published(profile: Profile, cfg, seed: int, pixels: str) -> bool:
+    """Start from the committed fp16 checkpoint when it was trained with exactly `cfg` on these pixels (perhaps on
+    another machine): its weights widened to fp32 become the run's model.pt, so a fresh clone evaluates instead of
+    retraining for hours. Any difference in settings or data leaves the run to be trained here."""
+    from .runtime import load_checkpoint, portable_path, save_checkpoint
+    from .train import PATH_FIELDS
+
+    out = Path(cfg.out)
+    published = profile.results / "checkpoints" / f"{cfg.variant}-seed{seed}.fp16.pt"
+    if (out / "model.pt").exists() or (out / "last.pt").exists() or not published.exists():
+        return False
+    state = load_checkpoint(published, cfg.variant)
+    asked = {**dataclasses.asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    if state.get("config") != asked or state.get("data_pixels_sha256") != pixels or "history" not in state:
+        return False
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    history = state["history"]
+    save_checkpoint(out / "model.pt", {**{k: v for k, v in state.items() if k not in ("dtype", "data_pixels_sha256")},
+                                       "model": weights, "restored_from": portable_path(published)})
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")
+    return True
 
 
 def _move_aside(out: Path) -> None:
@@ -153,7 +178,10 @@ def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:
 
     from .runtime import load_checkpoint, save_checkpoint
 
-    state = load_checkpoint(ensure_trained(profile, variant, seed, progress=False), variant)
+    ckpt = ensure_trained(profile, variant, seed, progress=False)
+    state = load_checkpoint(ckpt, variant)
+    state.pop("restored_from", None)
+    state["data_pixels_sha256"] = (ckpt.parent / "DATA_FINGERPRINT").read_text().strip()
     half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     out = profile.results_dir("checkpoints") / f"{variant}-seed{seed}.fp16.pt"
     if out.exists():  # the same weights again: keep the committed file's bytes (its provenance names its commit)
@@ -192,7 +220,7 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     from .train import train
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    fp = ensure_data(profile, seed, progress)
+    fp = ensure_data(profile, progress=progress)
     folder = profile.runs / f"calibration-{variant}-seed{seed}"
     fit, val = validation_split(profile, seed, val_fraction, folder)
     cfg = dataclasses.replace(train_config(profile, variant, seed), data=str(fit), out=str(folder / "run"))
@@ -227,8 +255,8 @@ READINGS = {
 
 
 def reading(name: str, profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
-            epochs: int = 4, lr_drop_epoch: int = 3, base: dict | None = None, progress: bool = True) -> dict:
-    """Train one reading (READINGS[name] over `base`) for a short protocol on the fit split; diagnose it on val.
+            epochs: int = 0, lr_drop_epoch: int = 0, base: dict | None = None, progress: bool = True) -> dict:
+    """Train one reading (READINGS[name] over `base`) on the fit split; diagnose it on val (0 epochs: the profile's).
 
     Written to results/metrics/reading-{name}.json with the diagnostic of `crackcore.diagnose` on the validation
     split and on the fit split (train AP beside validation AP). Skipped when that file holds the same settings.
@@ -239,10 +267,11 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     from .train import train
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    fp = ensure_data(profile, seed, progress)
+    fp = ensure_data(profile, progress=progress)
     fit, val = validation_split(profile, seed)
-    cfg = dataclasses.replace(train_config(profile, variant, seed), data=str(fit), out="", epochs=epochs,
-                              lr_drop_epoch=lr_drop_epoch, **{**(base or {}), **READINGS[name]})
+    cfg = dataclasses.replace(train_config(profile, variant, seed), data=str(fit), out="",
+                              epochs=epochs or profile.epochs, lr_drop_epoch=lr_drop_epoch or profile.lr_drop_epoch,
+                              **{**(base or {}), **READINGS[name]})
     key = {**dataclasses.asdict(cfg), "data": fp}  # two names for one setting share one run
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and json.loads(out.read_text()).get("key") == key:
@@ -288,3 +317,41 @@ def readings_study(profile: Profile | str = "paper", progress: bool = True) -> d
     p = get_profile(profile) if isinstance(profile, str) else profile
     save_json(p.results_dir("metrics") / "readings.json", summary)
     return summary
+
+
+def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
+                 budgets: tuple[int, ...] = (25, 50, 100), progress: bool = True) -> dict:
+    """AP07 on test and on train after each epoch budget (§IV-B's 25 epochs and longer), lr dropped at 80 % of each.
+
+    The paper-protocol point is the Table I run itself; longer budgets train in runs/<profile>/budget/. Written to
+    results/metrics/budget-{variant}-seed{seed}.json; a budget already there with the same settings is kept.
+    """
+    from .evaluate import EvalConfig, evaluate
+    from .runtime import load_checkpoint
+    from .train import train
+
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    out = profile.results_dir("metrics") / f"budget-{variant}-seed{seed}.json"
+    known = json.loads(out.read_text())["budgets"] if out.exists() else {}
+    fp = ensure_data(profile, progress=progress)
+    points = {}
+    for epochs in budgets:
+        cfg = dataclasses.replace(train_config(profile, variant, seed), epochs=epochs, lr_drop_epoch=round(0.8 * epochs))
+        key = {**dataclasses.asdict(cfg), "out": "", "data": fp}
+        if known.get(str(epochs), {}).get("key") == key:
+            continue
+        if (cfg.epochs, cfg.lr_drop_epoch) == (profile.epochs, profile.lr_drop_epoch):
+            ckpt = ensure_trained(profile, variant, seed, progress)  # the Table I run itself
+        else:
+            cfg = dataclasses.replace(cfg, out=str(profile.runs / "budget" / f"{variant}-seed{seed}-e{epochs}"))
+            ckpt = train(cfg, resume=True, progress=progress) / "model.pt"
+        m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision),
+                     progress=progress)
+        points[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
+                               "ap07_train": m["diagnosis"]["train"]["ap07"], "background": m["background"]["accuracy"],
+                               "diagnosis": m["diagnosis"], "trained": load_checkpoint(ckpt)["provenance"],
+                               "evaluated": m["provenance"]}
+        known = {**known, **points}
+        save_json(out, {"variant": variant, "seed": seed, "budgets": known})
+    return json.loads(out.read_text())
+

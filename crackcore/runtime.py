@@ -82,6 +82,16 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def git_dirty() -> bool | None:
+    """True when tracked files differ from the commit: the commit alone then does not name the code that ran."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def cpu_name() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), or the architecture where that is not readable."""
     try:
@@ -99,7 +109,7 @@ def provenance(device: torch.device | None = None, precision: str | None = None)
 
     info = {"crackcore": __import__("crackcore").__version__, "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "numpy": np.__version__, "python": platform.python_version(),
-            "git_commit": git_commit(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+            "git_commit": git_commit(), "git_dirty": git_dirty(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
     if device is not None:
         info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})"
     if precision is not None:

@@ -177,6 +177,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    done = out / "model.pt"
+    if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state
+        state = load_checkpoint(done, cfg.variant)
+        if state["config"] != asked:
+            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
+            raise ConfigMismatch(f"{done} was trained with other settings ({', '.join(diff)}); use another --out")
+        if state.get("epoch") == cfg.epochs:
+            return out
     if ckpt_path.exists():
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -217,7 +225,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
             if rank == 0:
                 raw = model.module if world > 1 else model
                 save_checkpoint(out / "model.pt", {"model": raw.state_dict(), "variant": cfg.variant,
-                                                   "config": asked, "geometry": geometry, "epoch": cfg.epochs, "provenance": info})
+                                                   "config": asked, "geometry": geometry, "epoch": cfg.epochs, "provenance": info,
+                                                   "history": history})
     if stop.hit:
         raise KeyboardInterrupt
     return out
