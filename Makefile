@@ -18,7 +18,7 @@ OTHER_ORDER_NOTEBOOKS := tests/notebooks/03_training_modified.ipynb tests/notebo
 # Another float order than this machine's default: an older CPU's kernels and one thread.
 OTHER_FLOAT_ORDER := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
 
-.PHONY: setup test quick reproduce bench calibrate readings lab clean nbrefs nbtolerance chain
+.PHONY: setup test quick reproduce bench calibrate readings budget lab clean nbrefs nbtolerance chain
 
 setup: $(STAMP)
 
@@ -95,3 +95,7 @@ lab: setup
 # Removes what runs made; committed results/ are kept (delete them by hand if you mean it).
 clean:
 	rm -rf scratch runs data/synth .pytest_cache .hypothesis
+
+# Item 5 of the learning study: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
+budget: setup
+	$(PY) -c "from crackcore.experiment import budget_curve; print(budget_curve())"

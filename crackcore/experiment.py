@@ -113,13 +113,14 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
         _move_aside(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp + "\n")
-    _restore_published(profile, cfg, seed, fp)
     try:
+        _restore_published(profile, cfg, seed, fp)
         train(cfg, resume=True, progress=progress)
     except ConfigMismatch:  # the code's defaults changed since this run: keep it aside, train anew
         _move_aside(out)
         out.mkdir(parents=True)
         stamp.write_text(fp + "\n")
+        _restore_published(profile, cfg, seed, fp)
         train(cfg, resume=True, progress=progress)
     return out / "model.pt"
 

@@ -200,3 +200,21 @@ def ap_decomposition(table, paper: float | None = None):
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     return fig
+
+
+def budget_curve(table, paper_ap: float | None = None, paper_clean: float | None = None):
+    """Test AP07, train AP07 and the clean background share against the number of epochs (§IV-B's budget)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    e = table.index.to_numpy(int)
+    for col, style in (("test AP07", "o-"), ("train AP07", "s--"), ("backgrounds clean %", "^:")):
+        ax.plot(e, table[col].to_numpy(float), style, label=col)
+    for y, name in ((paper_ap, "paper AP07"), (paper_clean, "paper clean %")):
+        if y is not None:
+            ax.axhline(y, color="grey", lw=0.8, ls="-.")
+            ax.text(e.min(), y + 0.6, f"{name} {y:.2f}", fontsize=7, color="grey")
+    ax.set_xticks(e)
+    ax.set(xlabel="epochs (lr ×0.1 after 80 % of them)", ylabel="%", ylim=(0, 100), title="what the epoch budget costs")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

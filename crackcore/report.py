@@ -147,3 +147,12 @@ def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "
                    "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
                    "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}
     return pd.DataFrame(rows).T
+
+
+def budget_table(budget: dict) -> pd.DataFrame:
+    """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer)."""
+    rows = {int(e): {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"], "train AP07": b["ap07_train"],
+                     "backgrounds clean %": b["background"],
+                     "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})"}
+            for e, b in budget["budgets"].items()}
+    return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")

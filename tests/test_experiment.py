@@ -116,3 +116,64 @@ def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
     mtime = saved.stat().st_mtime_ns
     same = ex.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
     assert same["key"] == r["key"] and saved.stat().st_mtime_ns == mtime  # the same settings are not redone
+
+
+def test_a_fresh_clone_restores_the_published_checkpoint_instead_of_training(profile, monkeypatch):
+    import torch
+
+    from crackcore import train as train_module
+    from crackcore.runtime import load_checkpoint
+
+    ckpt = ex.ensure_trained(profile, "modified", progress=False)
+    history = (ckpt.parent / "history.jsonl").read_text()
+    published = ex.publish_checkpoint(profile, "modified")
+    full = load_checkpoint(ckpt, "modified")["model"]
+    for f in ckpt.parent.iterdir():  # a fresh clone: the committed checkpoint, no run folder
+        f.unlink()
+    monkeypatch.setattr(train_module, "_epoch", lambda *a, **k: pytest.fail("retrained a published run"))
+    again = ex.ensure_trained(profile, "modified", progress=False)
+    state = load_checkpoint(again, "modified")
+    assert state["restored_from"].endswith(published.name) and (again.parent / "history.jsonl").read_text() == history
+    w = state["model"]["heads.hm.0.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, full["heads.hm.0.weight"].half().float())
+    assert ex.publish_checkpoint(profile, "modified") == published  # the same weights publish to the same file
+
+
+def test_a_published_checkpoint_of_other_settings_is_not_restored(profile, monkeypatch):
+    ckpt = ex.ensure_trained(profile, "modified", progress=False)
+    ex.publish_checkpoint(profile, "modified")
+    for f in ckpt.parent.iterdir():
+        f.unlink()
+    real = ex.train_config
+    monkeypatch.setattr(ex, "train_config", lambda *a, **k: dataclasses.replace(real(*a, **k), wh_scale=8.0))
+    again = ex.ensure_trained(profile, "modified", progress=False)  # trained here, with its own settings
+    from crackcore.runtime import load_checkpoint
+
+    state = load_checkpoint(again, "modified")
+    assert "restored_from" not in state and state["config"]["wh_scale"] == 8.0
+
+
+def test_the_training_seed_does_not_change_the_data(profile):
+    sha = ex.ensure_data(profile, progress=False)
+    listing = (profile.data / "train.json").read_bytes()
+    ex.ensure_trained(profile, "modified", seed=1, progress=False)
+    assert ex.ensure_data(profile, progress=False) == sha and (profile.data / "train.json").read_bytes() == listing
+    assert (profile.runs / "modified-seed1" / "DATA_FINGERPRINT").read_text().strip() == sha
+
+
+@pytest.mark.slow
+def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile):
+    from crackcore import plots
+    from crackcore.report import budget_table
+
+    r = ex.budget_curve(profile, "modified", budgets=(1, 2), progress=False)
+    assert set(r["budgets"]) == {"1", "2"}
+    assert r["budgets"]["1"]["lr_drop_epoch"] == 1 and r["budgets"]["2"]["lr_drop_epoch"] == 2  # round(0.8 · epochs)
+    assert (profile.runs / "modified-seed0" / "model.pt").exists()  # 1 epoch is this profile's protocol
+    assert (profile.runs / "budget" / "modified-seed0-e2" / "model.pt").exists()
+    saved = profile.results / "metrics" / "budget-modified-seed0.json"
+    mtime = saved.stat().st_mtime_ns
+    assert ex.budget_curve(profile, "modified", budgets=(1, 2), progress=False) == r and saved.stat().st_mtime_ns == mtime
+    table = budget_table(r)
+    assert list(table.index) == [1, 2] and table.loc[2, "test AP07"] == r["budgets"]["2"]["ap07_test"]
+    assert plots.budget_curve(table, 96.16, 97.96).axes[0].get_xlabel().startswith("epochs")

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from crackcore.data import Record
@@ -70,6 +71,7 @@ def shape_stats(pred, true):
             "size_iou": float(np.median(size_iou(pred, true)))}
 
 
+@pytest.mark.slow  # ~30 s each on 2 cores
 def test_size_head_learns_shapes():
     """Measured with these settings: w and h correlate with the truth ≈ 0.64 / 0.63, predicted w and h with each
     other ≈ −0.42 (truth −0.09), median size IoU 0.60; the released init gives 0.9997 and 0.48 (next test)."""
@@ -79,6 +81,7 @@ def test_size_head_learns_shapes():
     assert s["size_iou"] > 0.5, s
 
 
+@pytest.mark.slow  # ~30 s each on 2 cores
 def test_released_init_collapses_to_one_aspect_ratio():
     """The negative control: CenterNet's released size-head init, trained the same way, fails the bar above."""
     cfg = replace(TrainConfig(), variant="modified", lr=1e-3, wh_init="centernet", wh_scale=1.0)

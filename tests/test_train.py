@@ -87,6 +87,18 @@ def test_checkpoint_contents(tiny_data, tmp_path):
     assert state["config"]["data"] == str(tiny_data)  # outside the repository: kept absolute
 
 
+def test_a_finished_run_without_its_optimizer_state_is_kept(tiny_data, tmp_path, monkeypatch):
+    cfg = cfg_for(tiny_data, tmp_path / "r", epochs=1)
+    out = train(cfg, progress=False)
+    final = load_checkpoint(out / "model.pt")
+    assert final["epoch"] == 1 and len(final["history"]) == 1  # the final weights carry their own loss history
+    (out / "last.pt").unlink()
+    monkeypatch.setattr(train_mod, "_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
+    assert train(cfg, resume=True, progress=False) == out
+    with pytest.raises(train_mod.ConfigMismatch, match="lr"):
+        train(replace(cfg, lr=1e-3), resume=True, progress=False)
+
+
 def test_sigterm_leaves_a_valid_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
