@@ -80,12 +80,12 @@ readings: setup
 chain: setup
 	$(call run_chain,$(PROFILE),$(NB_OUT))
 
-# Speed and memory (issue 6): results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
+# Speed and memory: results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
 bench: setup
 	$(PY) -c "from crackcore.experiment import ensure_data, get_profile; ensure_data(get_profile('paper'))"
 	$(PY) -m crackcore bench --readme
 
-# The synthetic data's one difficulty calibration (issue 3): modified_aff on 80 % of train, AP on the other 20 %.
+# The synthetic data's one difficulty calibration: modified_aff on 80 % of train, AP on the other 20 %.
 calibrate: setup
 	$(PY) -c "from crackcore.experiment import calibrate; print(calibrate())"
 
@@ -96,6 +96,6 @@ lab: setup
 clean:
 	rm -rf scratch runs data/synth .pytest_cache .hypothesis
 
-# Item 5 of the learning study: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
+# The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
 budget: setup
 	$(PY) -c "from crackcore.experiment import budget_curve; print(budget_curve())"

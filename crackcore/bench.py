@@ -1,4 +1,4 @@
-"""`make bench` (issue 6): Table I's volume and FPS, the inference-route table, training against the convolution
+"""`make bench`: Table I's volume and FPS, the inference-route table, training against the convolution
 limit, and `crackcore predict` on a folder of images, each written to `results/bench/` with its provenance."""
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def bench_variant(variant: str, cfg: BenchConfig, device: torch.device, precisio
 
 
 def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
-    """Issue 6 item 2: batch-1 end-to-end speed and test AP07 of every inference route of one trained model."""
+    """Batch-1 end-to-end speed and test AP07 of every inference route of one trained model."""
     model, _ = load_model(cfg.checkpoint, device=device)
     test = load_records(cfg.data, "test")
     calib = calibration_images(cfg.data, "train", cfg.calib, model.input_size)
@@ -125,7 +125,7 @@ def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
 
 
 def bench_predict(cfg: BenchConfig, route: str = "auto") -> dict:
-    """Issue 6 item 5: `crackcore predict` (a fresh process, annotation on) over a folder of N images: wall time and
+    """`crackcore predict` (a fresh process, annotation on) over a folder of N images: wall time and
     peak resident memory of that process."""
     files = sorted((Path(cfg.data) / "images").rglob("*.png"))[:cfg.predict_images]
     if len(files) < cfg.predict_images:

@@ -1,4 +1,4 @@
-"""`crackcore export` (issue 6, item 4): a checkpoint's raw outputs as ONNX, optionally ONNX Runtime int8 too.
+"""`crackcore export`: a checkpoint's raw outputs as ONNX, optionally ONNX Runtime int8 too.
 
 The graph takes (B, 3, S, S) floats in [0, 1] (normalisation is inside the model, §models) and returns `hm` logits,
 `wh`, `reg` (stride-4 model only) and, if asked, the AFF weights `aff`, so any runtime decodes it as §IV-C does.

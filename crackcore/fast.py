@@ -1,4 +1,4 @@
-"""Inference routes for real-time detection (issue 6, item 2): one callable per way of running the §III model.
+"""Inference routes for real-time detection: one callable per way of running the §III model.
 
 A route is built once from an eval-mode `CenterNet` and called like the model: `route(images)` with (B, 3, H, W)
 floats in [0, 1] returns the raw output dict (`hm` logits, `wh`, `reg` at stride 4, `aff` where the route keeps it),

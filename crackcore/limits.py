@@ -1,4 +1,4 @@
-"""Training at the hardware's limit (issue 6 item 1): one §IV-B training step against the same step's convolutions
+"""Training at the hardware's limit: one §IV-B training step against the same step's convolutions
 run alone, and the data pipeline against both.
 
 The "limit" is the time the step's convolutions and transposed convolutions (≈ all of its FLOPs) take forward and

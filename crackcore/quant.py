@@ -1,4 +1,4 @@
-"""The int8 and ONNX Runtime inference routes of `crackcore.fast` (issue 6): torch.ao post-training quantisation
+"""The int8 and ONNX Runtime inference routes of `crackcore.fast`: torch.ao post-training quantisation
 and ONNX Runtime sessions behind the same `Route` call as the eager routes. Built lazily by `fast.build_route`,
 so neither torch.ao's FX machinery nor onnxruntime is imported until a route asks for it.
 """

@@ -153,6 +153,7 @@ def budget_table(budget: dict) -> pd.DataFrame:
     """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer)."""
     rows = {int(e): {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"], "train AP07": b["ap07_train"],
                      "backgrounds clean %": b["background"],
-                     "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})"}
+                     "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
+                     "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})"}
             for e, b in budget["budgets"].items()}
     return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")

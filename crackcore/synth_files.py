@@ -1,4 +1,4 @@
-"""The synthetic set on disk (issue 3): PNGs, COCO JSON per split and the data card, as `crackcore synth` writes them.
+"""The synthetic set on disk: PNGs, COCO JSON per split and the data card, as `crackcore synth` writes them.
 
 What each image looks like is `crackcore.synth`'s business; this module only stores what `synth.generate` draws.
 """
