@@ -114,18 +114,18 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp + "\n")
     try:
-        _restore_published(profile, cfg, seed, fp)
+        _restore_published(profile, cfg, fp)
         train(cfg, resume=True, progress=progress)
     except ConfigMismatch:  # the code's defaults changed since this run: keep it aside, train anew
         _move_aside(out)
         out.mkdir(parents=True)
         stamp.write_text(fp + "\n")
-        _restore_published(profile, cfg, seed, fp)
+        _restore_published(profile, cfg, fp)
         train(cfg, resume=True, progress=progress)
     return out / "model.pt"
 
 
-def _restore_published(profile: Profile, cfg, seed: int, pixels: str) -> bool:
+def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
     """Start from the committed fp16 checkpoint when it was trained with exactly `cfg` on these pixels (perhaps on
     another machine): its weights widened to fp32 become the run's model.pt, so a fresh clone evaluates instead of
     retraining for hours. Any difference in settings or data leaves the run to be trained here."""
@@ -133,7 +133,7 @@ def _restore_published(profile: Profile, cfg, seed: int, pixels: str) -> bool:
     from .train import PATH_FIELDS
 
     out = Path(cfg.out)
-    published = profile.results / "checkpoints" / f"{cfg.variant}-seed{seed}.fp16.pt"
+    published = profile.results / "checkpoints" / f"{cfg.variant}-seed{cfg.seed}.fp16.pt"
     if (out / "model.pt").exists() or (out / "last.pt").exists() or not published.exists():
         return False
     state = load_checkpoint(published, cfg.variant)

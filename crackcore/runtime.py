@@ -109,7 +109,8 @@ def provenance(device: torch.device | None = None, precision: str | None = None)
 
     info = {"crackcore": __import__("crackcore").__version__, "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "numpy": np.__version__, "python": platform.python_version(),
-            "git_commit": git_commit(), "git_dirty": git_dirty(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+            "git_commit": git_commit(), "git_dirty": git_dirty(), "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads()}
     if device is not None:
         info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})"
     if precision is not None:
