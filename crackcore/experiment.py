@@ -335,7 +335,6 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
     out = profile.results_dir("metrics") / f"budget-{variant}-seed{seed}.json"
     known = json.loads(out.read_text())["budgets"] if out.exists() else {}
     fp = ensure_data(profile, progress=progress)
-    points = {}
     for epochs in budgets:
         cfg = dataclasses.replace(train_config(profile, variant, seed), epochs=epochs, lr_drop_epoch=round(0.8 * epochs))
         key = {**dataclasses.asdict(cfg), "out": "", "data": fp}
@@ -348,11 +347,10 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
             ckpt = train(cfg, resume=True, progress=progress) / "model.pt"
         m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision),
                      progress=progress)
-        points[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
-                               "ap07_train": m["diagnosis"]["train"]["ap07"], "background": m["background"]["accuracy"],
-                               "diagnosis": m["diagnosis"], "trained": load_checkpoint(ckpt)["provenance"],
-                               "evaluated": m["provenance"]}
-        known = {**known, **points}
+        known[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
+                              "ap07_train": m["diagnosis"]["train"]["ap07"], "background": m["background"]["accuracy"],
+                              "diagnosis": m["diagnosis"], "trained": load_checkpoint(ckpt)["provenance"],
+                              "evaluated": m["provenance"]}
         save_json(out, {"variant": variant, "seed": seed, "budgets": known})
     return json.loads(out.read_text())
 

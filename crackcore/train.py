@@ -166,6 +166,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     out = Path(cfg.out)
     asked = {**asdict(record_config or cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
     ckpt_path = out / "last.pt"
+    done = out / "model.pt"
+    if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state
+        state = load_checkpoint(done, cfg.variant)
+        if state["config"] != asked:
+            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
+            raise ConfigMismatch(f"{done} was trained with other settings ({', '.join(diff)}); use another --out")
+        if state.get("epoch") == cfg.epochs:
+            return out
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
     precision = pick_precision(device, cfg.precision)
     start, history = 0, []
@@ -177,14 +185,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    done = out / "model.pt"
-    if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state
-        state = load_checkpoint(done, cfg.variant)
-        if state["config"] != asked:
-            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
-            raise ConfigMismatch(f"{done} was trained with other settings ({', '.join(diff)}); use another --out")
-        if state.get("epoch") == cfg.epochs:
-            return out
     if ckpt_path.exists():
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
