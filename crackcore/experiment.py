@@ -130,14 +130,14 @@ def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
     another machine): its weights widened to fp32 become the run's model.pt, so a fresh clone evaluates instead of
     retraining for hours. Any difference in settings or data leaves the run to be trained here."""
     from .runtime import load_checkpoint, portable_path, save_checkpoint
-    from .train import PATH_FIELDS
+    from .train import recorded_config
 
     out = Path(cfg.out)
     published = profile.results / "checkpoints" / f"{cfg.variant}-seed{cfg.seed}.fp16.pt"
     if (out / "model.pt").exists() or (out / "last.pt").exists() or not published.exists():
         return False
     state = load_checkpoint(published, cfg.variant)
-    asked = {**dataclasses.asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    asked = recorded_config(cfg)
     if state.get("config") != asked or state.get("data_pixels_sha256") != pixels or "history" not in state:
         return False
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}

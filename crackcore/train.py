@@ -77,6 +77,17 @@ class ConfigMismatch(ValueError):
     """A run folder holds a run made with other settings: resuming it would mix two configurations."""
 
 
+def recorded_config(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint records and a resumed run must match, paths made repository-relative."""
+    return {**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+
+
+def _check_same(state: dict, asked: dict, path: Path) -> None:
+    if state["config"] != asked:
+        diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
+        raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
+
+
 def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
             sigma_rule: str, radius_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
@@ -164,14 +175,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     for: that is what checkpoints record and resumption compares against.
     """
     out = Path(cfg.out)
-    asked = {**asdict(record_config or cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    asked = {**recorded_config(record_config or cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
     ckpt_path = out / "last.pt"
     done = out / "model.pt"
     if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state
         state = load_checkpoint(done, cfg.variant)
-        if state["config"] != asked:
-            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
-            raise ConfigMismatch(f"{done} was trained with other settings ({', '.join(diff)}); use another --out")
+        _check_same(state, asked, done)
         if state.get("epoch") == cfg.epochs:
             return out
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
@@ -189,9 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(ckpt_path, cfg.variant)
-        if state["config"] != asked:
-            diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
-            raise ConfigMismatch(f"{ckpt_path} was trained with other settings ({', '.join(diff)}); use another --out")
+        _check_same(state, asked, ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["epoch"], list(state.get("history", []))
