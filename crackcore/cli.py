@@ -24,7 +24,7 @@ def field_comments(cls) -> dict[str, str]:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """`--field-name` for every scalar field of a frozen config dataclass, defaults shown by --help."""
+    """`--field-name` for every field of a frozen config dataclass (tuples as N,N), defaults shown by --help."""
     docs = field_comments(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -37,6 +37,24 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         elif isinstance(default, (int, float, str)):
             parser.add_argument(flag, dest=f.name, default=default, type=type(default),
                                 metavar=type(default).__name__.upper(), help=docs.get(f.name, " "))
+        elif isinstance(default, tuple) and default and all(isinstance(v, (int, float)) for v in default):
+            parser.add_argument(flag, dest=f.name, default=default, type=_numbers(default),
+                                metavar=",".join(["N"] * len(default)), help=docs.get(f.name, " "))
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for a default of {default!r}")
+
+
+def _numbers(default: tuple):
+    """argparse type for a tuple knob: comma-separated numbers, as many as the default has, of its types."""
+    def parse(text: str) -> tuple:
+        parts = text.split(",")
+        if len(parts) != len(default):
+            raise argparse.ArgumentTypeError(f"expected {len(default)} comma-separated numbers, got {text!r}")
+        try:
+            return tuple(type(d)(p) for d, p in zip(default, parts))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers like {','.join(map(str, default))}, got {text!r}")
+    return parse
 
 
 def config_from_args(cls, args: argparse.Namespace):
@@ -116,9 +134,24 @@ def run(args: argparse.Namespace) -> int | None:
         cfg = config_from_args(BenchConfig, args)
         results = bench(cfg)
         if cfg.out:
-            print(summary(cfg.out))
+            text = summary(cfg.out)
+            print(text)
+            if cfg.readme:
+                write_readme(text)
         else:
             print(json.dumps({p: r["result"] for p, r in results.items()}, indent=1, default=str))
+
+
+def write_readme(text: str, readme: Path | None = None) -> None:
+    """Replace the README's text between `<!-- bench:start -->` and `<!-- bench:end -->` (`bench --readme`)."""
+    from .runtime import ROOT
+
+    readme = readme or ROOT / "README.md"
+    s = readme.read_text()
+    a, b = "<!-- bench:start -->", "<!-- bench:end -->"
+    if a not in s or b not in s:
+        raise ValueError(f"{readme} has no {a} … {b} markers")
+    readme.write_text(s[:s.index(a) + len(a)] + "\n" + text.strip() + "\n" + s[s.index(b):])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -308,8 +308,9 @@ def load_voc(folder, image_dir=None, image_set: str | None = None, category: str
     return _validate(entries, orphans, root, category, category_map, skip_bad)
 
 
-def write_coco(records, json_path) -> Path:
-    """A COCO detection file (category 1 "crack") listing `records`, file names relative to the file's folder."""
+def write_coco(records, json_path, *, info: dict | None = None, attributes: list[list[dict]] | None = None) -> Path:
+    """A COCO detection file (category 1 "crack") listing `records`, file names relative to the file's folder;
+    `attributes` (one list per record, one dict per box) travel with each annotation, `info` as the file's."""
     import os
 
     path = Path(json_path)
@@ -317,10 +318,14 @@ def write_coco(records, json_path) -> Path:
     for i, r in enumerate(records, 1):
         images.append({"id": i, "file_name": os.path.relpath(Path(r.path).resolve(), path.parent.resolve()),
                        "width": r.width, "height": r.height})
+        extra = attributes[i - 1] if attributes is not None else [None] * len(r.boxes)
         anns += [{"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
                   "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                  "area": float((b[2] - b[0]) * (b[3] - b[1]))} for b in r.boxes]
-    text = json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "crack"}]})
+                  "area": float((b[2] - b[0]) * (b[3] - b[1])), **({"attributes": a} if a is not None else {})}
+                 for b, a in zip(r.boxes, extra)]
+    doc = {**({"info": info} if info else {}), "images": images, "annotations": anns,
+           "categories": [{"id": 1, "name": "crack", "supercategory": "defect"}]}
+    text = json.dumps(doc)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # readers in other processes never see half a file
     return path
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+TOP_K = 20  # §IV-C: "we choose top 20 points"
+THRESHOLD = 0.1  # §IV-C: "set a threshold of 0.1"; also Table II's "no box" criterion
+
 
 def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = None, *, stride: int = 1,
-           k: int = 20, threshold: float = 0.1, clip: bool = True) -> list[dict[str, torch.Tensor]]:
+           k: int = TOP_K, threshold: float = THRESHOLD, clip: bool = True) -> list[dict[str, torch.Tensor]]:
     """§IV-C, eq. (6): peaks of the (B, 1, H, W) probability map → one {boxes (N, 4), scores (N,)} per image.
 
     Eq. (6) as printed reads y_min = y_i − y_i/2, x_max = x_i + y_i/2; the intended box is

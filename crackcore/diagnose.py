@@ -5,6 +5,11 @@ Three substitutions separate the two heads. Each keeps everything of the model's
   (by centre distance, same image): what AP would be with a perfect size head.
 - `ap07_true_centre`: every detection keeps its size and score but moves to the nearest crack's centre: what AP
   would be with perfectly placed peaks (scores, and so false alarms and misses, unchanged).
+- `ap07_one_per_crack`: of the detections whose centre lies inside a crack's box, only the best-scoring one per
+  crack is kept: what AP would be if the heatmap had one peak per crack instead of a ridge of peaks along it (a
+  long, uniform crack has no visible centre, and §IV-C's 3×3 max-pool keeps every bump of a ridge).
+  `fp_on_crack` and `fp_off_crack` count the false positives of the measured AP whose centre lies on a crack's box
+  (duplicates and fragments) and elsewhere (false alarms on the surface).
 - The size head alone at the true centres: predicted (w, h) read at each crack's label cell, against the truth.
   `wh_corr_pred` is corr(w, h) over the predicted sizes, `wh_corr_true` the same over the true ones: a head that
   collapsed to one aspect ratio has `wh_corr_pred` ≈ 1 whatever the truth says. `size_iou` is the IoU of the two
@@ -17,8 +22,8 @@ import numpy as np
 import torch
 
 from .data import CrackDataset
-from .decode import decode
-from .metrics import voc_ap
+from .decode import THRESHOLD, TOP_K, decode
+from .metrics import match, voc_ap
 from .models import sigmoid_heatmap
 from .runtime import autocast
 
@@ -27,6 +32,17 @@ def _nearest(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Index of the ground-truth box (M, 4) whose centre is nearest to each of (N, 2) points."""
     g = (gt[:, :2] + gt[:, 2:]) / 2  # (M, 2)
     return np.argmin(((centres[:, None, :] - g[None]) ** 2).sum(-1), axis=1)  # (N,)
+
+
+def _owner(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N,) index of the ground-truth box (M, 4) holding each centre (the nearest-centred one if several), or -1."""
+    if len(gt) == 0 or len(centres) == 0:
+        return np.full(len(centres), -1)
+    x, y = centres[:, None, 0], centres[:, None, 1]  # (N, 1) each
+    inside = (x >= gt[None, :, 0]) & (x <= gt[None, :, 2]) & (y >= gt[None, :, 1]) & (y <= gt[None, :, 3])  # (N, M)
+    g = (gt[:, :2] + gt[:, 2:]) / 2
+    dist = np.where(inside, ((centres[:, None, :] - g[None]) ** 2).sum(-1), np.inf)  # (N, M)
+    return np.where(inside.any(1), dist.argmin(1), -1)
 
 
 def _boxes(centres: np.ndarray, sizes: np.ndarray, size: int) -> np.ndarray:
@@ -44,7 +60,8 @@ def size_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def outputs(model, records, batch_size: int = 32, k: int = 20, threshold: float = 0.1, precision: str = "fp32"):
+def outputs(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
+            precision: str = "fp32"):
     """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
     ds = CrackDataset(records, model.input_size, train=False)
     device = next(model.parameters()).device
@@ -69,17 +86,24 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
-def decompose(model, records, batch_size: int = 32, k: int = 20, threshold: float = 0.1,
+def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
               precision: str = "fp32") -> dict:
     """AP07 as measured, with the true sizes at the predicted centres, with the predicted sizes at the true centres,
     and the size head against the truth at the true centres (see the module docstring)."""
     dets, gts, at_centre = outputs(model, records, batch_size, k, threshold, precision)
     size = model.input_size
-    measured, true_wh, true_c = [], [], []
+    measured, true_wh, true_c, one = [], [], [], []
+    fp_on = fp_off = 0
     for d, gt in zip(dets, gts):
-        b, s = d["boxes"].numpy().reshape(-1, 4), d["scores"].numpy()
+        b, s = d["boxes"].numpy().reshape(-1, 4), d["scores"].numpy()  # in score order (decode's top-K)
         c, wh = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]  # (N, 2) each
         measured.append({"boxes": _boxes(c, wh, size), "scores": s})
+        on = _owner(c, gt)  # (N,) the crack whose box holds each centre, -1 for none
+        tp = match(measured[-1]["boxes"], gt)
+        fp_on += int((~tp & (on >= 0)).sum())
+        fp_off += int((~tp & (on < 0)).sum())
+        first = np.array([o < 0 or o not in on[:i] for i, o in enumerate(on)], bool)  # the best peak per crack
+        one.append({"boxes": measured[-1]["boxes"][first], "scores": s[first]})
         if len(gt) and len(b):
             j = _nearest(c, gt)
             true_wh.append({"boxes": _boxes(c, gt[j, 2:] - gt[j, :2], size), "scores": s})
@@ -92,7 +116,8 @@ def decompose(model, records, batch_size: int = 32, k: int = 20, threshold: floa
     true = np.concatenate([g[:, 2:] - g[:, :2] for g in gts]) if gts else np.zeros((0, 2))  # (M, 2)
     iou = size_iou(pred, true)
     return {"ap07": 100 * voc_ap(measured, targets).ap, "ap07_true_wh": 100 * voc_ap(true_wh, targets).ap,
-            "ap07_true_centre": 100 * voc_ap(true_c, targets).ap, "n_gt": int(len(true)),
+            "ap07_true_centre": 100 * voc_ap(true_c, targets).ap, "ap07_one_per_crack": 100 * voc_ap(one, targets).ap,
+            "fp_on_crack": fp_on, "fp_off_crack": fp_off, "n_gt": int(len(true)),
             "wh_corr_pred": _corr(pred[:, 0], pred[:, 1]), "wh_corr_true": _corr(true[:, 0], true[:, 1]),
             "w_corr": _corr(pred[:, 0], true[:, 0]), "h_corr": _corr(pred[:, 1], true[:, 1]),
             "size_iou_median": float(np.median(iou)) if len(iou) else float("nan"),

@@ -11,8 +11,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records
+from .decode import THRESHOLD, TOP_K
 from .diagnose import decompose
-from .fast import Route, build_route, detect_with
+from .fast import build_route
+from .route import Route, detect_with
 from .metrics import voc_ap
 from .runtime import load_model, pick_device, pick_precision, portable_path, provenance, save_json
 
@@ -26,20 +28,22 @@ class EvalConfig:
     split: str = "test"  # split scored with VOC2007 AP (Table I)
     background_split: str = "background"  # "" skips Table II (user data may have no such split)
     train_split: str = "train"  # also diagnosed, for train AP beside test AP; "" skips it
+    shift_split: str = "shift"  # domain shift: AP on a surface family held out of training; "" or absent: skipped
+    shift_background_split: str = "shift_background"  # Table II on that family; "" or absent: skipped
     out: str = "results/metrics/modified_aff.json"  # metrics JSON; empty = do not write
     batch_size: int = 32  # images per forward pass
-    k: int = 20  # top-K peaks kept per image (§IV-C)
-    threshold: float = 0.1  # score threshold (§IV-C)
+    k: int = TOP_K  # top-K peaks kept per image (§IV-C)
+    threshold: float = THRESHOLD  # score threshold (§IV-C)
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     limit: int = 0  # evaluate on the first `limit` images of each split only (quick profile); 0 = all
 
 
-def detect(model, images: torch.Tensor, *, k: int = 20, threshold: float = 0.1, precision: str = "fp32",
+def detect(model, images: torch.Tensor, *, k: int = TOP_K, threshold: float = THRESHOLD, precision: str = "fp32",
            clip: bool = True):
     """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image).
 
-    `model` is an eager model run in `precision`, or any `crackcore.fast.Route` (which brings its own precision).
+    `model` is an eager model run in `precision`, or any `crackcore.route.Route` (which brings its own precision).
     """
     route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
     return detect_with(route, images, k=k, threshold=threshold, clip=clip)
@@ -70,7 +74,7 @@ def run_split(model, records, *, batch_size: int, k: int, threshold: float, prec
     return preds, targets, np.array(top)
 
 
-def background_table(max_scores: np.ndarray, threshold: float = 0.1) -> dict:
+def background_table(max_scores: np.ndarray, threshold: float = THRESHOLD) -> dict:
     """Table II: an image is a true negative ("TP" in the paper) when no box scores ≥ threshold."""
     n = int(len(max_scores))
     clean = int((max_scores < threshold).sum())
@@ -111,6 +115,18 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         metrics["background"] = background_table(top, cfg.threshold)
         metrics["background_max_scores"] = top.round(5)
         metrics["background_files"] = [portable_path(r.path) for r in bg]
+    shift = {}
+    for name, split in (("ap", cfg.shift_split), ("background", cfg.shift_background_split)):
+        if split and not (Path(cfg.data) / f"{split}.json").is_file():
+            shift[f"{name}_skipped"] = f"no {split}.json in {portable_path(cfg.data)}"
+        elif split:
+            recs = load_records(cfg.data, split)[:cfg.limit or None]
+            p, t, top = run_split(model, recs, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,
+                                  precision=precision, desc=f"domain shift: {split}" if progress else "")
+            shift.update({"ap07": 100 * voc_ap(p, t, use_07_metric=True).ap, "n_images": len(recs)} if name == "ap"
+                         else {"background": background_table(top, cfg.threshold)})
+    if shift:
+        metrics["shift"] = shift
     metrics["seconds"] = time.perf_counter() - t0
     metrics["provenance"] = provenance(device, precision)
     if cfg.out:

@@ -16,12 +16,12 @@ from .labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_offi
 from .metrics import box_iou
 from .synth import SPLITS, generate
 
-# §V-A: 907 images with cracks (726 train, 181 test) and 1523 background-only images.
+# §V-A: 907 images with cracks (726 train, 181 test) and 1523 background-only images; the paper has no shift splits.
 PAPER_SPLITS = {"train": 726, "test": 181, "background": 1523}
-NEGATIVE_FLAGS = ("streaks", "seam", "edge", "fibre", "specular")  # drawn or not, per image
+NEGATIVE_FLAGS = ("scratch", "seam", "edge", "joint", "stain", "fibre", "specular")  # drawn or not, per image
 NEGATIVE_COUNTS = ("pinholes", "blobs", "dust")  # Poisson counts per image
-SHORT_NAMES = {"streaks": "streaks", "seam": "seam", "edge": "edge", "fibre": "fibre", "specular": "glare",
-               "pinholes": "pinhole", "blobs": "drop", "dust": "dust"}
+SHORT_NAMES = {"scratch": "scratch", "seam": "seam", "edge": "edge", "joint": "joint", "stain": "stain",
+               "fibre": "fibre", "specular": "glare", "pinholes": "pinhole", "blobs": "drop", "dust": "dust"}
 
 
 def render_splits(cfg, splits=SPLITS) -> dict[str, list]:
@@ -38,21 +38,25 @@ def crack_frame(samples) -> pd.DataFrame:
             x1, y1, x2, y2 = box
             rows.append({"split": m["split"], "index": m["index"], "crack": k, "n_cracks": len(m["cracks"]),
                          "length": attrs["length"], "width": attrs["width"], "contrast": attrs["contrast"],
-                         "branches": attrs["branches"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                         "branches": attrs["branches"], "orientation_deg": attrs["orientation_deg"],
+                         "extent": attrs["extent"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                          "box_w": x2 - x1, "box_h": y2 - y1, "box_area": (x2 - x1) * (y2 - y1),
                          "box_min_side": min(x2 - x1, y2 - y1), "visible_px": int(m["masks"][k].sum())})
-    cols = ["split", "index", "crack", "n_cracks", "length", "width", "contrast", "branches", "x1", "y1", "x2", "y2",
+    cols = ["split", "index", "crack", "n_cracks", "length", "width", "contrast", "branches", "orientation_deg",
+            "extent", "x1", "y1", "x2", "y2",
             "box_w", "box_h", "box_area", "box_min_side", "visible_px"]
     return pd.DataFrame(rows, columns=cols)
 
 
 def image_frame(samples) -> pd.DataFrame:
-    """One row per image (§V-A): crack count, glaze colour, the hard negatives drawn and the camera settings."""
+    """One row per image (§V-A): crack count, surface family and colour, the hard negatives and the camera."""
     rows = []
     for smp in samples:
         m = smp.meta
-        rows.append({"split": m["split"], "index": m["index"], "n_cracks": len(m["cracks"]), "palette": m["palette"],
-                     **{k: m["negatives"][k] for k in NEGATIVE_FLAGS + NEGATIVE_COUNTS},
+        rows.append({"split": m["split"], "index": m["index"], "n_cracks": len(m["cracks"]), "family": m["family"],
+                     "second_family": m["second_family"], "colour": m["colour"], "level": m["level"],
+                     **{k: m["negatives"][k] for k in NEGATIVE_FLAGS[:-1] + NEGATIVE_COUNTS},
+                     "specular": m["specular"],
                      "blur_sigma": m["blur_sigma"], "noise_sigma": m["noise_sigma"],
                      "jpeg_quality": m["jpeg_quality"]})
     return pd.DataFrame(rows)
@@ -86,8 +90,8 @@ def split_table(data_root) -> pd.DataFrame:
         n_boxes = sum(len(r.boxes) for r in recs)
         rows.append({"split": split, "images": len(recs), "boxes": n_boxes,
                      "boxes per image": round(n_boxes / len(recs), 3) if recs else 0.0,
-                     "paper images": PAPER_SPLITS[split],
-                     "% of paper": round(100 * len(recs) / PAPER_SPLITS[split], 1)})
+                     "paper images": PAPER_SPLITS.get(split, "–"),
+                     "% of paper": round(100 * len(recs) / PAPER_SPLITS[split], 1) if split in PAPER_SPLITS else "–"})
     return pd.DataFrame(rows).set_index("split")
 
 

@@ -1,11 +1,13 @@
-"""`crackcore export`: a checkpoint's raw outputs as ONNX, optionally ONNX Runtime int8 too.
+"""`crackcore export` and the ONNX Runtime routes: a checkpoint's raw outputs as ONNX (optionally int8), and an
+ONNX Runtime session behind the common `Route` call.
 
 The graph takes (B, 3, S, S) floats in [0, 1] (normalisation is inside the model, §models) and returns `hm` logits,
 `wh`, `reg` (stride-4 model only) and, if asked, the AFF weights `aff`, so any runtime decodes it as §IV-C does.
-Stride, input size and variant travel in the ONNX metadata, which `quant.OnnxRoute` reads.
+Stride, input size and variant travel in the ONNX metadata, which `OnnxRoute` reads.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -14,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import sigmoid_heatmap
 from . import __version__
+from .models import sigmoid_heatmap
+from .route import Route, RouteUnavailable
 from .runtime import load_model
 
 
@@ -131,8 +134,6 @@ def calibration_images(data: str, split: str, n: int, size: int) -> torch.Tensor
 
 def parity(model, path: str | Path, size: int, seed: int = 0) -> float:
     """Max |sigmoid(hm)| difference between PyTorch fp32 and ONNX Runtime on one random image."""
-    from .quant import OnnxRoute
-
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ref = sigmoid_heatmap(model(x)["hm"])
@@ -166,4 +167,51 @@ def export(cfg: ExportConfig) -> Path:
     return out
 
 
-__all__ = ["ExportConfig", "export", "export_onnx", "quantize_onnx", "output_names", "parity", "calibration_images"]
+class OnnxRoute(Route):
+    """An ONNX Runtime CPU session (file path or serialized bytes) behind the same call as every other route."""
+
+    def __init__(self, onnx_model, *, threads: int = 0, name: str = "onnx", precision: str = "fp32"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (one per physical core)
+        opts.inter_op_num_threads = 1  # one branchless graph: inter-op parallelism only adds thread hand-offs
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map  # written by crackcore.export
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        super().__init__(name, self._run, int(meta.get("stride", 1)), int(meta.get("input_size", 0)),
+                         meta.get("variant", "?"), torch.device("cpu"), precision,
+                         note=f"onnxruntime {ort.__version__} {precision}, {threads or 'default'} intra-op threads")
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
+        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
+
+
+def onnx_route(model, calib_images, size, threads: int, int8: bool) -> Route:
+    """The `onnx` / `onnx_int8` routes: export in memory (and quantise), then an ONNX Runtime session."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
+    if int8 and calib_images is None:
+        raise ValueError("the onnx_int8 route needs calib_images")
+    m = copy.deepcopy(model).cpu().eval()
+    with tempfile.TemporaryDirectory() as tmp:  # the session keeps the bytes; no file outlives the build
+        side = size or (calib_images.shape[-1] if calib_images is not None else m.input_size)
+        path = export_onnx(m, Path(tmp) / "model.onnx", size=side)
+        if int8:
+            path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", calib_images)
+        data = path.read_bytes()
+    return OnnxRoute(data, threads=threads, name="onnx_int8" if int8 else "onnx", precision="int8" if int8 else "fp32")
+
+
+__all__ = ["ExportConfig", "export", "export_onnx", "quantize_onnx", "output_names", "parity", "calibration_images",
+           "OnnxRoute", "onnx_route"]

@@ -1,64 +1,21 @@
-"""Inference routes for real-time detection: one callable per way of running the §III model.
+"""Inference routes for real-time detection: the registry of every way of running the §III model.
 
-A route is built once from an eval-mode `CenterNet` and called like the model: `route(images)` with (B, 3, H, W)
-floats in [0, 1] returns the raw output dict (`hm` logits, `wh`, `reg` at stride 4, `aff` where the route keeps it),
-always as fp32 tensors, so `detect_with` (behind `evaluate.detect` too) decodes every route with the same §IV-C code.
+Each route builder takes an eval-mode `CenterNet` and returns a `crackcore.route.Route`, which `detect_with` decodes
+with the same §IV-C code whatever ran underneath. The eager, TorchScript and torch.compile routes are built here;
+the int8 ones in `crackcore.quant` and the ONNX Runtime ones in `crackcore.export`, imported only when asked for.
 Routes that need something this machine lacks raise `RouteUnavailable` with the reason, so a bench can list it.
-The eager, TorchScript and torch.compile routes are here; the int8 and ONNX Runtime ones in `crackcore.quant`.
 """
 from __future__ import annotations
 
 import copy
 import shutil
 import warnings
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models.resnet import BasicBlock
 
-from .decode import decode
-from .models import sigmoid_heatmap
+from .route import Route, RouteUnavailable, as_route, fold_bn
 from .runtime import autocast
-
-
-class RouteUnavailable(RuntimeError):
-    """A route that cannot run here (missing package, compiler or backend); the message says why."""
-
-
-@dataclass
-class Route:
-    """A ready-to-call inference path with what decoding needs (`stride`) and what a report needs (`name`, `note`)."""
-
-    name: str
-    fn: Callable[[torch.Tensor], dict]
-    stride: int
-    input_size: int
-    variant: str
-    device: torch.device
-    precision: str = "fp32"
-    note: str = ""
-
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            out = self.fn(images.to(self.device))
-        return {k: v.float() for k, v in out.items()}  # bf16/int8 routes hand back fp32, as the eager model does
-
-
-def detect_with(route, images: torch.Tensor, *, k: int = 20, threshold: float = 0.1, clip: bool = True):
-    """`evaluate.detect` for any route (§IV-C): returns (detections per image, heatmap max per image)."""
-    out = route(images)
-    heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
-    dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, k=k, threshold=threshold, clip=clip)
-    return dets, heat.amax(dim=(1, 2, 3)).cpu()
-
-
-def as_route(name: str, model, fn, precision: str = "fp32", device=None, note: str = "") -> Route:
-    """Wrap `fn` (images → raw outputs) as a Route carrying `model`'s stride, input size and variant."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    return Route(name, fn, model.stride, model.input_size, model.variant, device, precision, note)
 
 
 def _example(model, calib_images, size):
@@ -67,35 +24,6 @@ def _example(model, calib_images, size):
         return calib_images[:1].to(next(model.parameters()).device)
     s = size or model.input_size
     return torch.rand(1, 3, s, s, device=next(model.parameters()).device)
-
-
-# ---- BatchNorm folding -------------------------------------------------------------------------------------------
-
-def _fold_pairs(parent: nn.Module) -> list[tuple[str, str]]:
-    """(conv, bn) child names that run back to back in `parent`'s forward: Sequential neighbours, BasicBlock's own."""
-    if isinstance(parent, nn.Sequential):
-        names = list(parent._modules)
-        return [(a, b) for a, b in zip(names, names[1:])
-                if isinstance(parent._modules[a], (nn.Conv2d, nn.ConvTranspose2d))
-                and isinstance(parent._modules[b], nn.BatchNorm2d)]
-    if isinstance(parent, BasicBlock):  # conv1→bn1→relu→conv2→bn2; its downsample Sequential is met on its own
-        return [("conv1", "bn1"), ("conv2", "bn2")]
-    return []
-
-
-def fold_bn(model: nn.Module) -> nn.Module:
-    """Eval-time Conv→BN and ConvTranspose→BN folding (stem, BasicBlocks, downsample, neck, AFF) on a deep copy."""
-    model = copy.deepcopy(model).eval()
-    for parent in list(model.modules()):
-        for c, b in _fold_pairs(parent):
-            conv = getattr(parent, c)
-            setattr(parent, c, fuse_conv_bn_eval(conv, getattr(parent, b),
-                                                 transpose=isinstance(conv, nn.ConvTranspose2d)))
-            setattr(parent, b, nn.Identity())
-    left = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if left:  # an unknown block layout: refuse rather than silently run a half-folded model
-        raise ValueError(f"BatchNorm layers not preceded by a conv were left unfolded: {', '.join(left)}")
-    return model
 
 
 # ---- the routes ----------------------------------------------------------------------------------------------------
@@ -200,13 +128,13 @@ def route_int8_fbgemm(model, calib_images=None, **_):
 
 def route_onnx(model, calib_images=None, size=None, threads: int = 0, **_):
     """The fp32 model exported to ONNX and run by ONNX Runtime's CPU provider (optional `onnx` extra)."""
-    from .quant import onnx_route
+    from .export import onnx_route
     return onnx_route(model, calib_images, size, threads, int8=False)
 
 
 def route_onnx_int8(model, calib_images=None, size=None, threads: int = 0, **_):
     """ONNX Runtime static int8 (QDQ, per-channel weights) of the exported model, calibrated on `calib_images`."""
-    from .quant import onnx_route
+    from .export import onnx_route
     return onnx_route(model, calib_images, size, threads, int8=True)
 
 
@@ -221,6 +149,9 @@ ROUTES: dict[str, tuple[Callable, bool]] = {
 }
 FP32_EXACT = ("fp32", "channels_last", "fold_bn", "torchscript", "compile", "onnx")  # same numbers to ≤1e-4
 CALIBRATED = ("int8", "int8_fbgemm", "onnx_int8")  # need representative images at build time
+# Options a caller may pass to any route; a route uses those it needs (size: traced/compiled/exported input side,
+# threads: ONNX Runtime's intra-op threads) and ignores the others, so one call can build every route.
+ROUTE_OPTIONS = ("size", "threads")
 
 
 def auto_route(device: torch.device, precision: str) -> str:
@@ -241,8 +172,10 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     """Build route `name` for an eval-mode model; `options`: `size` (traced input side), `threads` (ONNX Runtime)."""
     if name not in ROUTES:
         raise ValueError(f"unknown route {name!r}; choose one of {', '.join(ROUTES)}")
+    unknown = sorted(set(options) - set(ROUTE_OPTIONS))  # a mistyped option must not be dropped without a word
+    if unknown:
+        raise ValueError(f"unknown route option(s) {', '.join(unknown)}; routes take {', '.join(ROUTE_OPTIONS)}")
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-__all__ = ["ROUTES", "FP32_EXACT", "CALIBRATED", "Route", "auto_route", "RouteUnavailable", "build_route",
-           "route_names", "detect_with", "fold_bn", "as_route"]
+__all__ = ["ROUTES", "ROUTE_OPTIONS", "FP32_EXACT", "CALIBRATED", "auto_route", "build_route", "route_names"]

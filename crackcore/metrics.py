@@ -108,6 +108,21 @@ def _ap_all_point(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
+def match(boxes, gts, iou_threshold: float = 0.5) -> np.ndarray:
+    """§V-A / VOC2007's rule for one image: detections in score order take the ground truth they overlap most, a
+    true positive when IoU > `iou_threshold` and that ground truth is still free; (N,) bool."""
+    tp = np.zeros(len(boxes), bool)
+    if len(boxes) == 0 or len(gts) == 0:
+        return tp
+    iou = box_iou(boxes, gts)  # (N, M)
+    taken = np.zeros(len(gts), bool)
+    for d in range(len(boxes)):
+        j = int(np.argmax(iou[d]))  # VOC: only the best-overlap gt is considered, even if already taken
+        if iou[d, j] > iou_threshold and not taken[j]:
+            tp[d] = taken[j] = True
+    return tp
+
+
 def voc_ap(predictions, targets, iou_threshold: float = 0.5, use_07_metric: bool = True) -> APResult:
     """Single-class AP over images, 11-point VOC2007 by default, all-point otherwise (§V-A, VOC2007 [35])."""
     if len(predictions) != len(targets):
@@ -115,7 +130,7 @@ def voc_ap(predictions, targets, iou_threshold: float = 0.5, use_07_metric: bool
                          f"{len(predictions)} != {len(targets)}")
     if not 0.0 <= float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    gts, det_boxes, det_scores, det_image = [], [], [], []
+    gts, det_boxes, det_scores, det_image, det_tp = [], [], [], [], []
     for i, (p, t) in enumerate(zip(predictions, targets)):
         for d, keys, what in ((p, ("boxes", "scores"), "predictions"), (t, ("boxes",), "targets")):
             missing = [k for k in keys if k not in d]
@@ -131,24 +146,17 @@ def voc_ap(predictions, targets, iou_threshold: float = 0.5, use_07_metric: bool
         det_boxes.append(boxes)
         det_scores.append(scores)
         det_image.append(np.full(len(scores), i))
+        within = np.argsort(-scores, kind="stable")  # the image's own score order, as the global order visits it
+        hit = np.zeros(len(scores), bool)
+        hit[within] = match(boxes[within], gts[-1], iou_threshold)
+        det_tp.append(hit)
 
     n_gt = sum(len(g) for g in gts)
-    boxes = np.concatenate(det_boxes) if det_boxes else np.zeros((0, 4))  # (D, 4)
     scores = np.concatenate(det_scores) if det_scores else np.zeros(0)  # (D,)
-    image = np.concatenate(det_image) if det_image else np.zeros(0, int)  # (D,)
+    tp = np.concatenate(det_tp) if det_tp else np.zeros(0, bool)  # (D,)
+    # Matching is per image, so matching each image in its own score order equals VOC's one global pass.
     order = np.argsort(-scores, kind="stable")  # stable: ties keep image order, then within-image order
-    boxes, scores, image = boxes[order], scores[order], image[order]
-
-    matched = [np.zeros(len(g), bool) for g in gts]
-    tp = np.zeros(len(scores), bool)  # (D,)
-    for d in range(len(scores)):
-        g = gts[image[d]]
-        if len(g) == 0:
-            continue
-        iou = box_iou(boxes[d:d + 1], g)[0]  # (M,)
-        j = int(np.argmax(iou))  # VOC: only the best-overlap gt is considered, even if already taken
-        if iou[j] > iou_threshold and not matched[image[d]][j]:
-            tp[d] = matched[image[d]][j] = True
+    scores, tp = scores[order], tp[order]
 
     hits = np.cumsum(tp)  # (D,)
     precision = hits / np.arange(1, len(tp) + 1)  # (D,)

@@ -186,13 +186,15 @@ def wh_scatter(pred, true, title: str = ""):
 
 
 def ap_decomposition(table, paper: float | None = None):
-    """Bars of AP07 as measured, with true sizes, with true centres, and on the training split, per variant."""
+    """Bars of AP07 as measured, with true sizes, true centres, one peak per crack, and on train, per variant."""
     cols = [("ap07", "measured (test)"), ("ap07_true_wh", "true sizes"), ("ap07_true_centre", "true centres"),
-            ("ap07_train", "train split")]
+            ("ap07_one_per_crack", "one peak per crack"), ("ap07_train", "train split")]
+    cols = [(c, label) for c, label in cols if c in table]  # metrics from before a column existed lack it
     fig, ax = plt.subplots(figsize=(7, 3.4))
     x = np.arange(len(table))
+    w = 0.8 / len(cols)
     for i, (c, label) in enumerate(cols):
-        ax.bar(x + (i - 1.5) * 0.2, table[c].to_numpy(float), 0.2, label=label)
+        ax.bar(x + (i - (len(cols) - 1) / 2) * w, table[c].to_numpy(float), w, label=label)
     if paper is not None:
         ax.axhline(paper, color="#d62728", ls=":", lw=1, label=f"paper ({paper:.2f})")
     ax.set_xticks(x, list(table.index))
@@ -215,5 +217,21 @@ def budget_curve(table, paper_ap: float | None = None, paper_clean: float | None
     ax.set(xlabel="epochs (lr ×0.1 after 80 % of them)", ylabel="%", ylim=(0, 100), title="what the epoch budget costs")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def label_curve(table, zero_shot: float | None = None):
+    """AP07 on a new surface against the labelled images trained on, from scratch and fine-tuned (§IV-B)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for col, style in (("fine-tuned AP07", "o-"), ("scratch AP07", "s--")):
+        ax.plot(table.index.to_numpy(int), table[col].to_numpy(float), style, label=col)
+    if zero_shot is not None:  # the synthetic model before it saw any of the new surface
+        ax.axhline(zero_shot, color="grey", lw=0.8, ls=":", label=f"synthetic model, 0 labelled ({zero_shot:.1f})")
+    ax.set_xticks(table.index.to_numpy(int))
+    ax.set(xlabel="labelled images of the new surface", ylabel="AP07 (%)", ylim=(0, 100),
+           title="how many photographs to label")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

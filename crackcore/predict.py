@@ -17,7 +17,9 @@ from torchvision.ops import nms
 from tqdm import tqdm
 
 from .data import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
-from .fast import CALIBRATED, Route, auto_route, build_route, detect_with
+from .decode import THRESHOLD, TOP_K
+from .fast import CALIBRATED, auto_route, build_route
+from .route import Route, detect_with
 from .runtime import load_model, pick_device, pick_precision, save_json
 
 
@@ -27,8 +29,8 @@ class PredictConfig:
 
     checkpoint: str = "runs/modified_aff/model.pt"  # a crackcore model.pt
     out: str = "predictions"  # folder for predictions.json, predictions.csv and annotated/
-    k: int = 20  # top-K peaks per tile (§IV-C)
-    threshold: float = 0.1  # score threshold (§IV-C)
+    k: int = TOP_K  # top-K peaks per tile (§IV-C)
+    threshold: float = THRESHOLD  # score threshold (§IV-C)
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
     batch_size: int = 64  # tiles per forward pass, gathered across images

@@ -1,6 +1,6 @@
-"""The int8 and ONNX Runtime inference routes of `crackcore.fast`: torch.ao post-training quantisation
-and ONNX Runtime sessions behind the same `Route` call as the eager routes. Built lazily by `fast.build_route`,
-so neither torch.ao's FX machinery nor onnxruntime is imported until a route asks for it.
+"""The int8 inference routes of `crackcore.fast`: torch.ao post-training static quantisation behind the same
+`Route` call as the eager routes. Built lazily by `fast.build_route`, so torch.ao's FX machinery is imported only
+when an int8 route is asked for. (ONNX Runtime's int8 lives with the ONNX export, in `crackcore.export`.)
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from .fast import Route, RouteUnavailable, as_route, fold_bn
+from .route import Route, RouteUnavailable, as_route, fold_bn
 
 
 def quantize_int8(model, calib_images: torch.Tensor, *, engine: str = "x86", fp32_outputs: bool = True,
@@ -68,51 +68,3 @@ def int8_route(model, calib_images, engine: str) -> Route:
         return q(x)
     return as_route(name, q, fn, "int8", device="cpu",
                   note=f"torch.ao FX PTQ ({engine}), {len(calib_images)} calibration images; {kept} fp32")
-
-
-class OnnxRoute(Route):
-    """An ONNX Runtime CPU session (file path or serialized bytes) behind the same call as every other route."""
-
-    def __init__(self, onnx_model, *, threads: int = 0, name: str = "onnx", precision: str = "fp32"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (one per physical core)
-        opts.inter_op_num_threads = 1  # one branchless graph: inter-op parallelism only adds thread hand-offs
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map  # written by crackcore.export
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        super().__init__(name, self._run, int(meta.get("stride", 1)), int(meta.get("input_size", 0)),
-                         meta.get("variant", "?"), torch.device("cpu"), precision,
-                         note=f"onnxruntime {ort.__version__} {precision}, {threads or 'default'} intra-op threads")
-
-    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outs = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
-        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
-
-
-def onnx_route(model, calib_images, size, threads: int, int8: bool) -> Route:
-    """The `onnx` / `onnx_int8` routes: export in memory (and quantise), then an ONNX Runtime session."""
-    import tempfile
-    from pathlib import Path
-
-    from .export import export_onnx, quantize_onnx
-
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise RouteUnavailable("onnxruntime is not installed (pip install 'crackcore[onnx]')") from None
-    if int8 and calib_images is None:
-        raise ValueError("the onnx_int8 route needs calib_images")
-    m = copy.deepcopy(model).cpu().eval()
-    with tempfile.TemporaryDirectory() as tmp:  # the session keeps the bytes; no file outlives the build
-        side = size or (calib_images.shape[-1] if calib_images is not None else m.input_size)
-        path = export_onnx(m, Path(tmp) / "model.onnx", size=side)
-        if int8:
-            path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", calib_images)
-        data = path.read_bytes()
-    return OnnxRoute(data, threads=threads, name="onnx_int8" if int8 else "onnx", precision="int8" if int8 else "fp32")

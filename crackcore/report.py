@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import box_iou
+from .metrics import match
 
 # Table I and Table II of the paper, as printed (volume in "Mb", FPS on a GTX 1060).
 PAPER_TABLE1 = {
@@ -58,18 +58,10 @@ def threshold_sweep(max_scores, thresholds=None, pr_curve: dict | None = None) -
 
 
 def image_errors(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> tuple[int, int]:
-    """(false positives, missed cracks) of one image under §V-A's IoU > 0.5 rule, matching greedily by IoU."""
+    """(false positives, missed cracks) of one image under §V-A's IoU > 0.5 rule (predictions in score order)."""
     p, g = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4)
-    if len(p) == 0 or len(g) == 0:
-        return len(p), len(g)
-    iou = box_iou(p, g)
-    matched_gt, tp = set(), 0
-    for i in range(len(p)):  # predictions arrive sorted by score
-        j = int(iou[i].argmax())
-        if iou[i, j] > iou_threshold and j not in matched_gt:
-            matched_gt.add(j)
-            tp += 1
-    return len(p) - tp, len(g) - tp
+    hits = int(match(p, g, iou_threshold).sum())
+    return len(p) - hits, len(g) - hits
 
 
 def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
@@ -81,36 +73,48 @@ def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
     return folder / f"{name}.md"
 
 
-def bench_tables(parts: dict[str, dict]) -> str:
-    """Markdown for `make bench`'s results: one table per part present (table1, routes, training, predict)."""
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def bench_tables(parts: dict[str, dict], hosts: list[dict] = ()) -> str:
+    """Markdown for `make bench`'s results: one table per part present, every speed beside its same-run ratios."""
     out = []
     if "table1" in parts:
         rows = parts["table1"]["result"]
         df = pd.DataFrame([{"variant": r["variant"], "input": f"{r['resolution']} px", "stride": r["downsampling"],
+                            "FPS fp32 eager": round(r["fps_batch1_fp32"], 1),
                             f"FPS eager {r['precision']}": round(r["fps_batch1"], 1),
                             f"FPS route {r['route']}": round(r["fps_batch1_route"], 1),
-                            "paper FPS": PAPER_TABLE1[r["variant"]]["fps"],
-                            "img/s (batched, eager)": round(r["throughput_img_s"], 1)}
+                            "route / fp32": f"{r['fps_batch1_route'] / r['fps_batch1_fp32']:.2f}×",
+                            "route / its limit": _pct(r["route_of_limit"]),
+                            "paper FPS": PAPER_TABLE1[r["variant"]]["fps"]}
                            for r in rows]).set_index("variant")
         out += ["**Table I speed**, batch 1 end to end (uint8 image → boxes); untrained weights: speed does not "
-                "depend on them", "", df.to_markdown(), ""]
+                "depend on them. *Its limit* = the variant's convolutions alone in the route's precision, same run.",
+                "", df.to_markdown(), ""]
         by = {r["variant"]: r for r in rows}
         if {"modified_aff", "centernet_r18"} <= set(by):
             a, b = by["modified_aff"], by["centernet_r18"]
-            out += [f"modified_aff at 80 px / centernet_r18 at 384 px: **{a['fps_batch1'] / b['fps_batch1']:.2f}×** "
-                    f"eager, {a['fps_batch1_route'] / b['fps_batch1_route']:.2f}× on route {a['route']} "
-                    "(paper 30 / 20 = 1.50×)", ""]
+            ratio = a["fps_batch1_route"] / b["fps_batch1_route"]
+            out += [f"modified_aff at 80 px / centernet_r18 at 384 px: **{ratio:.2f}×** on route {a['route']}, "
+                    f"{a['fps_batch1'] / b['fps_batch1']:.2f}× eager, "
+                    f"{a['fps_batch1_fp32'] / b['fps_batch1_fp32']:.2f}× fp32 eager; their FLOP ratio "
+                    f"{b['gflops'] / a['gflops']:.2f} (paper 30 / 20 = 1.50×)", ""]
     if "routes" in parts:
         res = parts["routes"]["result"]
         ref = res["fp32_ap07"]
         df = pd.DataFrame([{"route": r["route"], "precision": r["precision"],
-                            "FPS (batch 1)": round(r["fps_batch1"], 1),
+                            "FPS (batch 1)": round(r["fps_batch1"], 1), "× fp32": f"{r['x_fp32']:.2f}×",
+                            "of its limit": _pct(r["of_limit"]),
                             "AP07": round(r["ap07"], 2), "ΔAP vs fp32": round(r["ap07"] - ref, 2) if ref else None,
                             "keeps AP": "yes" if r["keeps_ap"] else "no", "note": r["note"]}
                            if r["available"] else {"route": r["route"], "note": "unavailable: " + r["reason"]}
                            for r in res["rows"]]).set_index("route")
+        limits = ", ".join(f"{p} {v:.1f} FPS" for p, v in res["limits_fps"].items())
         out += [f"**Inference routes** of the trained `{res['variant']}` (`{res['checkpoint']}`), batch 1 end to end "
-                "(uint8 → boxes), AP07 on the 181 test images", "", df.to_markdown(), "",
+                f"(uint8 → boxes), AP07 on the {res['test_images']} test images; convolution limits in this run: "
+                f"{limits} (int8 has no dense limit measured: its column is –)", "", df.to_markdown(), "",
                 f"Fastest route keeping AP07 within {parts['routes']['config']['ap_tolerance']} of fp32: "
                 f"**{res['best']}**; fastest without calibration data: **{res['best_without_calibration']}**; "
                 f"`crackcore predict` default (`--route auto`) on this machine: **{res['auto']}**.", ""]
@@ -126,16 +130,49 @@ def bench_tables(parts: dict[str, dict]) -> str:
         out += ["**Training** (batch 16, real data and loss, Adam; limit = the step's convolutions alone, same shapes)",
                 "", df.to_markdown(), ""]
     if "predict" in parts:
+        batch1 = {r["route"]: r["fps_batch1"] for r in parts.get("routes", {}).get("result", {}).get("rows", [])
+                  if r.get("available")}
         df = pd.DataFrame([{"route": r["route"], "images": r["images"], "wall s": round(r["wall_s"], 1),
-                            "img/s": round(r["images_per_s"], 1), "images/hour": f"{r['images_per_hour']:,.0f}",
+                            "img/s": round(r["images_per_s"], 1),
+                            "/ route's batch-1 FPS": (f"{r['images_per_s'] / batch1[r['route']]:.2f}×"
+                                                      if r["route"] in batch1 else "–"),
+                            "images/hour": f"{r['images_per_hour']:,.0f}",
                             "peak RSS MB": round(r["peak_rss_mb"])} for r in parts["predict"]["result"]])
         out += ["**`crackcore predict`** on a folder of 80×80 PNGs (fresh process: start-up, model load, reading, "
                 "annotated PNGs and JSON/CSV included)", "", df.set_index("route").to_markdown(), ""]
-    prov = next(iter(parts.values()))["provenance"] if parts else {}
+    if hosts:
+        out += hosts_table(hosts)
+    first = next(iter(parts.values()), {})
+    prov, mach = first.get("provenance", {}), first.get("machine", {})
     if prov:
-        out += [f"Measured on {prov.get('device')}, {prov.get('cpu_threads')} threads, torch {prov.get('torch')}, "
-                f"commit {str(prov.get('git_commit'))[:10]}.", ""]
+        when = f"{mach['date']}, " if "date" in mach else ""
+        isa = f" [{mach['isa']}]" if "isa" in mach else ""
+        out += [f"Measured {when}on {prov.get('device')}{isa}, {prov.get('cpu_threads')} threads, "
+                f"torch {prov.get('torch')}, commit {str(prov.get('git_commit'))[:10]}.", ""]
     return "\n".join(out)
+
+
+def hosts_table(hosts: list[dict], bar: float = 30.0) -> list[str]:
+    """The default route's batch-1 FPS of `modified_aff` on every host measured, and how many met `bar` FPS."""
+    df = pd.DataFrame([{"date": h["date"], "CPU": h["cpu"], "ISA": h["isa"], "threads": h["threads"],
+                        "route": h.get("route"), "FPS route": f"{h['fps_route']:.1f}",
+                        "FPS fp32": f"{h['fps_fp32']:.1f}" if h.get("fps_fp32") else "–",
+                        "route / fp32": f"{h['fps_route'] / h['fps_fp32']:.2f}×" if h.get("fps_fp32") else "–",
+                        "route / its limit": _pct(h.get("route_of_limit")),
+                        f"≥ {bar:g} FPS": "yes" if h["fps_route"] >= bar else "no", "source": h["source"]}
+                       for h in hosts if h.get("fps_route")])
+    if df.empty:
+        return []
+    fps = sorted(h["fps_route"] for h in hosts if h.get("fps_route"))
+    slow = [f for f in fps if f < bar]
+    span = (lambda a, b, unit="": f"{a}{unit}" if a == b else f"{a}–{b}{unit}")
+    verdict = f"**{len(fps) - len(slow)} of {len(fps)} hosts** measured met {bar:g} FPS on the default route"
+    if slow:
+        verdict += (f"; the others reached {span(f'{slow[0]:.1f}', f'{slow[-1]:.1f}', ' FPS')} "
+                    f"({span(f'{100 * slow[0] / bar:.0f}', f'{100 * slow[-1] / bar:.0f}', ' %')} of {bar:g})")
+    verdict += "."
+    return ["**Hosts** (`results/bench/hosts.json`): `modified_aff`, batch 1 end to end, on the default route of each "
+            "host", "", df.set_index("date").to_markdown(disable_numparse=True), "", verdict, ""]
 
 
 def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "train") -> pd.DataFrame:
@@ -144,8 +181,22 @@ def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "
     for v, m in metrics.items():
         d, t = m["diagnosis"][test], m["diagnosis"].get(train, {})
         rows[v] = {"ap07": d["ap07"], "ap07_true_wh": d["ap07_true_wh"], "ap07_true_centre": d["ap07_true_centre"],
+                   "ap07_one_per_crack": d.get("ap07_one_per_crack", np.nan),
+                   "fp_on_crack": d.get("fp_on_crack", np.nan), "fp_off_crack": d.get("fp_off_crack", np.nan),
                    "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
                    "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}
+    return pd.DataFrame(rows).T
+
+
+def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Domain shift: AP07 on the test split beside AP07 on the held-out surface family, and both Table IIs."""
+    rows = {}
+    for v, m in metrics.items():
+        sh = m.get("shift", {})
+        rows[v] = {"test AP07": m["ap07"], "shift AP07": sh.get("ap07", np.nan),
+                   "AP07 drop": m["ap07"] - sh.get("ap07", np.nan),
+                   "backgrounds clean %": m.get("background", {}).get("accuracy", np.nan),
+                   "shift backgrounds clean %": sh.get("background", {}).get("accuracy", np.nan)}
     return pd.DataFrame(rows).T
 
 

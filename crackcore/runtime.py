@@ -103,6 +103,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")  # what decides a CPU's conv speed here
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """The host a speed was measured on: date (UTC), CPU model, its vector extensions, threads, device."""
+    import datetime
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    dev = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu"
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_name(),
+            "isa": "+".join(f for f in ISA_FLAGS if f in flags) or platform.machine(),
+            "threads": torch.get_num_threads(), "device": dev}
+
+
 def provenance(device: torch.device | None = None, precision: str | None = None) -> dict:
     """What a result needs next to it to be reproducible: versions, commit, machine, device, precision."""
     import torchvision

@@ -3,9 +3,12 @@
 A run lives in one folder: `last.pt` (written atomically after every epoch), `history.jsonl` (one line per epoch),
 `model.pt` (the final fp32 weights) and `config.json`. Every epoch seeds its own shuffling and augmentation from
 (seed, epoch), so a run resumed from any epoch's checkpoint ends with the same weights as one never stopped.
+A run started with `init` fine-tunes another crackcore checkpoint of the same variant; its checkpoints and
+`parent.json` record that parent (path, SHA-256, variant, epoch, config).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -23,7 +26,8 @@ from .data import CrackDataset, load_records, training_scale
 from .labels import RADIUS_RULES, SIGMA_RULES, encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
-from .runtime import atomic_write, autocast, load_checkpoint, portable_path, pick_device, pick_precision, provenance, save_checkpoint, seed_everything
+from .runtime import (CheckpointError, atomic_write, autocast, load_checkpoint, portable_path, pick_device,
+                      pick_precision, provenance, save_checkpoint, seed_everything)
 
 
 WH_INITS = ("mean", "default", "centernet")  # how the size head starts (models.head plus the mean-size bias)
@@ -49,6 +53,7 @@ class TrainConfig:
     limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
     augment: bool = True  # random crop, flips and colour jitter (§IV-B)
     imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
+    init: str = ""  # a crackcore checkpoint of the same variant to start from (fine-tuning); empty = from scratch
     max_objs: int = 32  # most boxes per image; further ones are dropped and counted
     min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
     sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
@@ -65,6 +70,8 @@ class TrainConfig:
                               ("sigma_rule", SIGMA_RULES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
+            raise ValueError("--init and --imagenet are two starting points; give one of them")
 
     def loss(self) -> LossConfig:
         return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
@@ -79,12 +86,18 @@ class ConfigMismatch(ValueError):
 
 def recorded_config(cfg: TrainConfig) -> dict:
     """The settings a checkpoint records and a resumed run must match, paths made repository-relative."""
-    return {**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    rec = {**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    # A run from scratch records what it recorded before `init` existed, so the published checkpoints and the runs
+    # already on disk still match their settings (and are restored or resumed, not retrained).
+    rec.pop("init")
+    if cfg.init:
+        rec["init"] = portable_path(cfg.init)
+    return rec
 
 
 def _check_same(state: dict, asked: dict, path: Path) -> None:
     if state["config"] != asked:
-        diff = sorted(k for k in asked if state["config"].get(k) != asked[k])
+        diff = sorted(k for k in {**state["config"], **asked} if state["config"].get(k) != asked.get(k))
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
 
 
@@ -135,11 +148,51 @@ def mean_box_size(records, variant: str) -> tuple[float, float]:
     return float(m[0]), float(m[1])
 
 
-def new_model(cfg: TrainConfig, records):
-    """The untrained detector of `cfg`: its size head's init and output scale, its bias at the records' mean size."""
+def _file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (checkpoints are tens of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_parent(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict]:
+    """The fp32 weights of the checkpoint `cfg.init` that a fine-tuning run starts from (§IV-B), and its record.
+
+    Reads the checkpoint only, never the data: a wrong variant or size scale fails before any image is loaded.
+    """
+    path = Path(cfg.init)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init checkpoint not found: {path}")
+    state = load_checkpoint(path)  # its variant checked below, with a message that names the flag to change
+    if state["variant"] != cfg.variant:
+        raise CheckpointError(f"--init {path} holds a '{state['variant']}' model, not a '{cfg.variant}' one "
+                              f"(--variant); fine-tuning starts from a checkpoint of the same variant")
+    stored = state["model"].get("wh_scale", torch.tensor(1.0))  # older checkpoints' heads regressed pixels unscaled
+    # Refused rather than adopted: the size head's weights are in units of its scale, and the run's recorded config
+    # (compared on resume, shown in config.json) must name the scale the model really has. An fp16 checkpoint holds
+    # the scale rounded to fp16, so it is compared with `--wh-scale` rounded the same way.
+    if stored.item() != torch.tensor(cfg.wh_scale, dtype=stored.dtype).item():
+        raise ValueError(f"--init {path} has a size head of scale {stored.item():g}, not {cfg.wh_scale:g}; "
+                         f"pass --wh-scale {stored.item():g}")
+    # published checkpoints are fp16: widened, as runtime.load_model does, so training runs in fp32 as ever
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    weights["wh_scale"] = torch.tensor(float(cfg.wh_scale))  # the parent's own scale, unrounded
+    record = {"path": portable_path(path), "sha256": _file_sha256(path), "variant": state["variant"],
+              "epoch": state.get("epoch"), "config": state.get("config")}
+    if state.get("parent") is not None:  # a fine-tuned parent: the whole lineage travels along
+        record["parent"] = state["parent"]
+    return weights, record
+
+
+def new_model(cfg: TrainConfig, records, weights: dict[str, torch.Tensor] | None = None):
+    """The detector a run starts from (§IV-B): untrained, size bias at the training mean size, or a parent's weights."""
     model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
                         cfg.wh_scale)
-    if cfg.wh_init == "mean":
+    if weights is not None:
+        model.load_state_dict(weights)  # strict; no mean-size bias after it: the parent has learned its sizes
+    elif cfg.wh_init == "mean":
         model.init_wh_bias(mean_box_size(records, cfg.variant))
     return model
 
@@ -186,11 +239,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
     precision = pick_precision(device, cfg.precision)
     start, history = 0, []
+    # The parent is read only when the run starts fresh: a resumed run continues its own weights, its parent's
+    # record comes from its checkpoint, and the parent file need not exist any more.
+    weights = parent = None
+    if cfg.init and not ckpt_path.exists():
+        weights, parent = load_parent(cfg)
     seed_everything(cfg.seed)
     records = load_records(cfg.data, "train")
     if cfg.limit:
         records = records[:cfg.limit]
-    model = new_model(cfg, records).to(device)
+    model = new_model(cfg, records, weights).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -201,7 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         _check_same(state, asked, ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start, history = state["epoch"], list(state.get("history", []))
+        start, history, parent = state["epoch"], list(state.get("history", [])), state.get("parent")
         if start >= cfg.epochs:
             return out
     if world > 1:
@@ -209,6 +267,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")
+        if parent is not None:
+            (out / "parent.json").write_text(json.dumps(parent, indent=2) + "\n")
+    lineage = {} if parent is None else {"parent": parent}  # runs from scratch keep their checkpoints' keys
     info = provenance(device, precision)
     geometry = {"input_size": INPUT_SIZE[cfg.variant], "scale": training_scale(records, INPUT_SIZE[cfg.variant])}
     with _Interrupt() as stop:
@@ -223,7 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                 save_checkpoint(ckpt_path, {"model": raw.state_dict(), "optimizer": opt.state_dict(),
                                             "scheduler": {"epoch": epoch + 1, "lr": lr_at(cfg, epoch + 1)},
                                             "epoch": epoch + 1, "variant": cfg.variant, "config": asked, "geometry": geometry,
-                                            "provenance": info, "history": history + [stats]})
+                                            "provenance": info, "history": history + [stats], **lineage})
                 history.append(stats)
                 # rewritten whole from the checkpoint's copy: a kill between the two writes loses or repeats nothing
                 atomic_write(out / "history.jsonl", lambda tmp: Path(tmp).write_text(
@@ -233,10 +294,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                 raw = model.module if world > 1 else model
                 save_checkpoint(out / "model.pt", {"model": raw.state_dict(), "variant": cfg.variant,
                                                    "config": asked, "geometry": geometry, "epoch": cfg.epochs, "provenance": info,
-                                                   "history": history})
+                                                   "history": history, **lineage})
     if stop.hit:
         raise KeyboardInterrupt
     return out
+
+
+def step(model, opt, images: torch.Tensor, targets: dict, loss_cfg: LossConfig, device, precision: str) -> dict:
+    """One §IV-B optimisation step on a batch: forward (autocast), eq. (5), backward, Adam; returns the loss terms."""
+    with autocast(device, precision):
+        out = model(images)
+    terms = centernet_loss(out, targets, loss_cfg)  # in fp32: the focal loss's logs need it
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    opt.step()
+    return terms
 
 
 def _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress, distributed) -> dict:
@@ -256,12 +328,7 @@ def _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress, d
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(device, non_blocking=True) for k, v in targets.items() if isinstance(v, torch.Tensor)}
-        with autocast(device, precision):
-            out = model(images)
-        terms = centernet_loss(out, targets, cfg.loss())
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        opt.step()
+        terms = step(model, opt, images, targets, cfg.loss(), device, precision)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         n_batches += 1

@@ -16,7 +16,8 @@ def tiny_data(tmp_path_factory):
     from crackcore.synth_files import write_dataset
 
     root = tmp_path_factory.mktemp("synth")
-    write_dataset(root, dataclasses.replace(SynthConfig(), n_train=8, n_test=4, n_background=4), progress=False)
+    write_dataset(root, dataclasses.replace(SynthConfig(), n_train=8, n_test=4, n_background=4, n_shift=4,
+                                           n_shift_background=4), progress=False)
     return root
 
 

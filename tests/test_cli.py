@@ -46,6 +46,12 @@ def test_evaluate_writes_metrics(trained, tiny_data, tmp_path, capsys):
     assert len(m["background_max_scores"]) == 4 and len(m["per_image"]) == 4
     assert m["provenance"]["precision"] == "fp32" and "torch" in m["provenance"]
     assert "AP07" in capsys.readouterr().out
+    # the held-out surface family, beside the main split: 4 crack images, 4 backgrounds in tiny_data
+    assert 0 <= m["shift"]["ap07"] <= 100 and m["shift"]["n_images"] == 4 and m["shift"]["background"]["images"] == 4
+    single = tmp_path / "single.json"  # a user's single COCO file has no shift splits: skipped, and said so
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_data / "test.json"),
+                 "--background-split", "", "--train-split", "", "--out", str(single), "--precision", "fp32"]) == 0
+    assert set(json.loads(single.read_text())["shift"]) == {"ap_skipped", "background_skipped"}
 
 
 def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path, capsys):
@@ -81,6 +87,9 @@ def test_predict_unknown_route_is_a_usage_error(trained, tiny_data, tmp_path, ca
     (["train", "--data", "/nonexistent/data", "--out", "{tmp}/r"], "/nonexistent/data"),
     (["train", "--variant", "resnet50", "--out", "{tmp}/r"], "unknown variant"),
     (["evaluate", "--checkpoint", "{tmp}/junk.pt"], "not a readable crackcore checkpoint"),
+    (["train", "--init", "{tmp}/none.pt", "--out", "{tmp}/r"], "--init checkpoint not found"),
+    (["train", "--init", "{tmp}/junk.pt", "--out", "{tmp}/r"], "not a readable crackcore checkpoint"),
+    (["train", "--init", "{tmp}/junk.pt", "--imagenet", "r18.pth", "--out", "{tmp}/r"], "two starting points"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, msg, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -94,6 +103,25 @@ def test_wrong_variant_checkpoint_exit_2(trained, tiny_data, capsys):
     assert main(["train", "--variant", "modified_aff", "--data", str(tiny_data), "--out", str(trained),
                  "--resume", "--epochs", "1", "--batch-size", "4", "--precision", "fp32", "--seed", "1"]) == 2
     assert "holds a 'modified' model, not 'modified_aff'" in capsys.readouterr().err
+
+
+def test_init_of_another_variant_exit_2_before_reading_data(trained, tmp_path, capsys):
+    assert main(["train", "--variant", "modified_aff", "--init", str(trained / "model.pt"), "--data",
+                 str(tmp_path / "no_data"), "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a 'modified' model, not a 'modified_aff' one (--variant)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "ft").exists()
+
+
+def test_tuple_knobs_are_flags(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--n-train", "2", "--n-test", "1", "--n-background", "1", "--n-shift", "1",
+                 "--n-shift-background", "0", "--contrast", "0.1,0.4", "--jpeg-quality", "80,90"]) == 0
+    card = (out / "DATACARD.md").read_text()
+    assert "| `contrast` | `(0.1, 0.4)` |" in card and "| `jpeg_quality` | `(80, 90)` |" in card  # int stays int
+    with pytest.raises(SystemExit) as e:
+        main(["synth", "--out", str(out), "--contrast", "0.1"])
+    assert e.value.code == 2 and "expected 2 comma-separated numbers" in capsys.readouterr().err
 
 
 def test_bad_flag_value_exits_2():

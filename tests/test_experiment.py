@@ -59,8 +59,10 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
     assert all("/train/" in f for f in fit | val)
     assert {src.rsplit("/", 1)[-1] for src, _ in read} == {"data", "fit.json", "val.json"}
     assert all(split == "train" for src, split in read if src.endswith("data"))  # test split never looked at
-    expected = "harder" if r["ap07_val"] > 90 else "easier" if r["ap07_val"] < 30 else "keep the defaults"
-    assert r["verdict"] == expected
+    expected = "harder" if r["ap07_val"] > 97 else "easier" if r["ap07_val"] < 90 else "keep the defaults"
+    assert r["verdict"] == expected and ex.CALIBRATION_BAND == (90.0, 97.0)  # the paper's regime, fixed beforehand
+    assert not any(split.startswith("shift") for _, split in read)  # the held-out family is never looked at either
+    assert r["diagnosis_val"]["ap07"] == pytest.approx(r["ap07_val"], abs=0.01) and r["trained"]["precision"] == "fp32"
     saved = json.loads((profile.results / "metrics" / "calibration-modified-seed0.json").read_text())
     assert saved["ap07_val"] == r["ap07_val"] and saved["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
 

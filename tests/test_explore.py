@@ -10,8 +10,8 @@ from crackcore import explore
 from crackcore.labels import gaussian_radius
 from crackcore.synth import Sample, SynthConfig
 
-NEG = {"streaks": False, "seam": True, "edge": False, "fibre": False, "specular": False, "pinholes": 2, "blobs": 0,
-       "dust": 1}
+NEG = {"scratch": False, "seam": True, "edge": False, "joint": False, "stain": False, "fibre": False, "pinholes": 2,
+       "blobs": 0, "dust": 1}
 
 
 def fake(boxes, split="train", index=0, negatives=NEG, size=80, visible=5):
@@ -19,9 +19,11 @@ def fake(boxes, split="train", index=0, negatives=NEG, size=80, visible=5):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     masks = np.zeros((len(boxes), size, size), bool)
     masks[:, 0, :visible] = True
-    cracks = [{"length": 12.5, "width": 1.5, "contrast": 0.2, "branches": 1, "box": b.tolist()} for b in boxes]
-    meta = {"split": split, "index": index, "palette": "white", "negatives": dict(negatives), "cracks": cracks,
-            "blur_sigma": 0.5, "noise_sigma": 2.0, "jpeg_quality": None, "masks": masks}
+    cracks = [{"length": 12.5, "width": 1.5, "contrast": 0.2, "branches": 1, "orientation_deg": 90.0,
+               "extent": "through", "box": b.tolist()} for b in boxes]
+    meta = {"split": split, "index": index, "family": "glaze", "second_family": None, "colour": "white", "level": 200.0,
+            "negatives": dict(negatives), "cracks": cracks, "specular": False, "blur_sigma": 0.5, "noise_sigma": 2.0,
+            "jpeg_quality": None, "masks": masks}
     return Sample(np.zeros((size, size, 3), np.uint8), boxes, meta)
 
 
@@ -52,10 +54,11 @@ def test_negative_titles():
 
 def test_split_table_and_disk_check_on_tiny_data(tiny_data):
     t = explore.split_table(tiny_data)
-    assert t["images"].tolist() == [8, 4, 4] and t["paper images"].tolist() == [726, 181, 1523]
+    assert t["images"].tolist() == [8, 4, 4, 4, 4] and t["paper images"].tolist() == [726, 181, 1523, "–", "–"]
+    assert t.loc["shift", "% of paper"] == "–"  # the paper has no domain-shift split
     assert t.loc["train", "% of paper"] == round(100 * 8 / 726, 1) == 1.1
     assert t.loc["background", "boxes"] == 0
-    cfg = dataclasses.replace(SynthConfig(), n_train=8, n_test=4, n_background=4)
+    cfg = dataclasses.replace(SynthConfig(), n_train=8, n_test=4, n_background=4, n_shift=4, n_shift_background=4)
     samples = explore.render_splits(cfg, ("test",))["test"]
     assert explore.disk_mismatches(tiny_data, samples) == []
     changed = samples[2]._replace(image=samples[2].image ^ 1)

@@ -9,8 +9,8 @@ pytest.importorskip("onnx")
 
 from crackcore.decode import decode  # noqa: E402
 from crackcore.export import ExportConfig, calibration_images, export  # noqa: E402
-from crackcore.fast import detect_with  # noqa: E402
-from crackcore.quant import OnnxRoute  # noqa: E402
+from crackcore.route import detect_with  # noqa: E402
+from crackcore.export import OnnxRoute  # noqa: E402
 from crackcore.models import build_model, sigmoid_heatmap  # noqa: E402
 from crackcore.runtime import CheckpointError, provenance, save_checkpoint  # noqa: E402
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from crackcore.evaluate import detect
-from crackcore.fast import FP32_EXACT, ROUTES, build_route, detect_with, fold_bn, route_names
+from crackcore.fast import FP32_EXACT, ROUTES, build_route, route_names
+from crackcore.route import detect_with, fold_bn
 from crackcore.models import build_model, sigmoid_heatmap
 
 SIZE = {"modified_aff": 48, "centernet_r18": 80}  # small inputs; 80 is not a multiple of 32: r18's padding path runs
@@ -53,6 +54,8 @@ def test_registry_and_opt_in():
     assert "compile" not in route_names() and "compile" in route_names(opt_in=True)
     with pytest.raises(ValueError, match="unknown route"):
         build_route("fp64", build_model("modified"))
+    with pytest.raises(ValueError, match="unknown route option.*thread; routes take size, threads"):
+        build_route("fp32", build_model("modified"), thread=1)  # a typo of `threads`
     with pytest.raises(ValueError, match="calib_images"):
         build_route("int8", build_model("modified"))
 

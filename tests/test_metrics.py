@@ -368,3 +368,16 @@ def test_zero_area_predictions_only_add_false_positives(seed, n_img, data):
             assert not r.tp[flat].any()  # a zero-area box never matches
             # false positives lower precision and never raise recall: AP is at most that without them
             assert r.ap <= voc_ap(kept, targets, use_07_metric=use_07).ap + 1e-12
+
+
+def test_match_by_hand_is_vocs_rule():
+    from crackcore.metrics import match
+
+    gts = np.array([[0, 0, 10, 10], [0, 0, 10, 9]], float)  # two overlapping cracks' boxes
+    # det 0 takes gt 0 (IoU 1). det 1 overlaps gt 0 best (IoU 1, against 0.9 with gt 1): gt 0 is taken, and VOC looks
+    # at the best-overlap ground truth only, so det 1 is a false positive although gt 1 is free. det 2 overlaps gt 1
+    # best (90 / 92 = 0.978 against 92 / 100 with gt 0) and takes it. det 3 overlaps nothing.
+    dets = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 9.2], [50, 50, 60, 60]], float)
+    assert match(dets, gts).tolist() == [True, False, True, False]
+    assert match(np.zeros((0, 4)), gts).tolist() == [] and match(dets, np.zeros((0, 4))).tolist() == [False] * 4
+    assert match(dets[:1], gts[:1], iou_threshold=1.0).tolist() == [False]  # strictly above the threshold

@@ -26,3 +26,31 @@ def test_environment_yml_matches_pyproject():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_no_import_cycles_even_through_lazy_imports():
+    """Every `from .x import` in crackcore, at module level or inside a function, forms a graph without cycles:
+    a module that reaches back to one importing it hides a layering mistake even when the import is deferred."""
+    import ast
+
+    pkg = ROOT / "crackcore"
+    mods = {p.stem for p in pkg.glob("*.py")}
+    edges = {m: set() for m in mods}
+    for m in mods:
+        for node in ast.walk(ast.parse((pkg / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                edges[m] |= {n for n in names if n in mods}
+    state: dict[str, str] = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for n in sorted(edges[m]):
+            assert state.get(n) != "open", f"import cycle: {' → '.join(path + [n])}"
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = "done"
+    for m in sorted(mods):
+        if m not in state:
+            visit(m, [m])
+    assert edges["fast"] >= {"route"} and "fast" not in edges["quant"] | edges["export"]  # the layering it checks

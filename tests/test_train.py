@@ -1,5 +1,9 @@
-"""Training (§IV-B): it learns, it is deterministic, and an interrupted run resumes to identical weights."""
+"""Training (§IV-B): it learns, it is deterministic, an interrupted run resumes to identical weights, and fine-tuning
+starts from its parent's weights and records that parent."""
+import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +22,19 @@ from crackcore.train import TrainConfig, collate, lr_at, make_loader, train
 import crackcore.train as train_mod
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def die_after_first_checkpoint(cfg, monkeypatch) -> None:
+    """Train `cfg` until its first checkpoint is written, then stop as a kill would (KeyboardInterrupt)."""
+    real_save = train_mod.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
 
 
 def cfg_for(tiny_data, out, **kw):
@@ -56,14 +73,7 @@ def test_same_seed_same_weights_and_resume_is_exact(tiny_data, tmp_path, monkeyp
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
     # a run killed right after its first checkpoint, then resumed, ends where the uninterrupted one did
-    real_save = train_mod.save_checkpoint
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg_for(tiny_data, tmp_path / "c"), progress=False)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    die_after_first_checkpoint(cfg_for(tiny_data, tmp_path / "c"), monkeypatch)
     assert load_checkpoint(tmp_path / "c" / "last.pt")["epoch"] == 1
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg_for(tiny_data, tmp_path / "c"), progress=False)
@@ -114,3 +124,89 @@ def test_sigterm_leaves_a_valid_checkpoint(tiny_data, tmp_path):
     state = load_checkpoint(out / "last.pt", "modified")
     assert state["epoch"] >= 1
     assert not (out / "model.pt").exists()
+
+
+# Fine-tuning (`init`): one 1-epoch parent, fine-tuned on the same tiny data.
+
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm updates these without any gradient
+
+
+@pytest.fixture(scope="module")
+def parent(tiny_data, tmp_path_factory):
+    """A 1-epoch `modified` run from scratch: the checkpoint the fine-tuning tests start from."""
+    return train(cfg_for(tiny_data, tmp_path_factory.mktemp("parent") / "run", epochs=1), progress=False) / "model.pt"
+
+
+def test_init_loads_the_parent_and_keeps_its_size_bias(tiny_data, parent):
+    cfg = cfg_for(tiny_data, "unused", init=str(parent), epochs=1)  # wh_init="mean", the default
+    assert cfg.wh_init == "mean"
+    weights, record = train_mod.load_parent(cfg)
+    records = load_records(tiny_data, "train")[:8]
+    model = train_mod.new_model(cfg, records, weights)
+    theirs = load_checkpoint(parent)
+    ours = model.state_dict()
+    assert ours.keys() == theirs["model"].keys() and all(torch.equal(ours[k], theirs["model"][k]) for k in ours)
+    # the mean-size bias a run from scratch starts with is not written over the parent's learned one
+    bias = model.heads["wh"][-1].bias
+    mean = torch.tensor(train_mod.mean_box_size(records, "modified")) / model.wh_scale
+    assert not torch.allclose(bias, mean) and float(model.wh_scale) == 16.0
+    assert record == {"path": str(parent), "sha256": hashlib.sha256(parent.read_bytes()).hexdigest(),
+                      "variant": "modified", "epoch": 1, "config": theirs["config"]}
+    # a run from scratch records neither a parent nor an `init` setting (its checkpoints are as before)
+    assert "parent" not in theirs and "init" not in theirs["config"]
+
+
+def test_fine_tuning_at_lr_0_ends_on_the_parents_weights_and_records_it(tiny_data, parent, tmp_path):
+    out = train(cfg_for(tiny_data, tmp_path / "ft", init=str(parent), epochs=1, lr=0.0), progress=False)
+    theirs, final, last = load_checkpoint(parent), load_checkpoint(out / "model.pt"), load_checkpoint(out / "last.pt")
+    moved = [k for k in theirs["model"] if not torch.equal(theirs["model"][k], final["model"][k])]
+    assert moved and all(k.endswith(BN_STATS) for k in moved)  # an Adam step of size 0 changes no parameter
+    expected = {"path": str(parent), "sha256": hashlib.sha256(parent.read_bytes()).hexdigest(), "variant": "modified",
+                "epoch": 1, "config": theirs["config"]}
+    assert final["parent"] == last["parent"] == json.loads((out / "parent.json").read_text()) == expected
+    assert json.loads((out / "config.json").read_text())["init"] == str(parent) == final["config"]["init"]
+    assert final["epoch"] == 1 and final["geometry"] == {"input_size": 80, "scale": 1.0}  # 80 px patches
+
+
+def test_fine_tuning_resumes_without_reading_its_parent_again(tiny_data, parent, tmp_path, monkeypatch):
+    copy = tmp_path / "parent.pt"
+    shutil.copy(parent, copy)
+    a = train(cfg_for(tiny_data, tmp_path / "a", init=str(copy), limit=4), progress=False)  # 2 epochs of one step
+
+    die_after_first_checkpoint(cfg_for(tiny_data, tmp_path / "c", init=str(copy), limit=4), monkeypatch)
+    copy.unlink()  # the resumed run continues its own weights: the parent file is not needed any more
+    c = train(cfg_for(tiny_data, tmp_path / "c", init=str(copy), limit=4), resume=True, progress=False)
+    wa, wc = load_checkpoint(a / "model.pt"), load_checkpoint(c / "model.pt")
+    assert all(torch.equal(wa["model"][k], wc["model"][k]) for k in wa["model"])
+    assert wc["parent"] == wa["parent"] and wc["parent"]["path"] == str(copy)
+    with pytest.raises(train_mod.ConfigMismatch, match=r"\(init\)"):  # resuming it as a run from scratch: refused
+        train(cfg_for(tiny_data, tmp_path / "c", limit=4), resume=True, progress=False)
+
+
+def test_init_refusals_come_before_the_data_are_read(parent, tmp_path):
+    no_data = str(tmp_path / "no_data")  # every check below fails on the checkpoint, before this is looked for
+    with pytest.raises(ValueError, match="--init and --imagenet are two starting points"):
+        TrainConfig(init=str(parent), imagenet="resnet18.pth")
+    with pytest.raises(CheckpointError, match=r"holds a 'modified' model, not a 'modified_aff' one \(--variant\)"):
+        train(cfg_for(no_data, tmp_path / "r", variant="modified_aff", init=str(parent)), progress=False)
+    with pytest.raises(FileNotFoundError, match="--init checkpoint not found: .*nope.pt"):
+        train(cfg_for(no_data, tmp_path / "r", init=str(tmp_path / "nope.pt")), progress=False)
+    with pytest.raises(ValueError, match="size head of scale 16, not 8; pass --wh-scale 16"):
+        train(cfg_for(no_data, tmp_path / "r", init=str(parent), wh_scale=8.0), progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_from_fp16_checkpoints_widens_them(tiny_data, parent, tmp_path):
+    state = load_checkpoint(parent)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save({**state, "model": half, "dtype": str(torch.float16)}, tmp_path / "p.fp16.pt")  # as published
+    weights, record = train_mod.load_parent(cfg_for(tiny_data, "unused", init=str(tmp_path / "p.fp16.pt")))
+    assert all(weights[k].dtype == (torch.float32 if v.is_floating_point() else v.dtype) for k, v in half.items())
+    assert all(torch.equal(weights[k], v.float()) for k, v in half.items()) and record["epoch"] == 1
+    published = ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt"
+    if published.exists():  # the committed checkpoints themselves
+        cfg = TrainConfig(variant="modified_aff", init=str(published))
+        weights, record = train_mod.load_parent(cfg)
+        model = train_mod.new_model(cfg, [], weights)
+        assert next(model.parameters()).dtype == torch.float32 and float(model.wh_scale) == 16.0
+        assert record["path"] == "results/checkpoints/modified_aff-seed0.fp16.pt" and record["epoch"] == 25

@@ -1,0 +1,45 @@
+"""Where AP goes (crackcore.diagnose): the one-peak-per-crack substitution and the split of false positives, by hand."""
+import numpy as np
+import pytest
+
+from crackcore import diagnose
+
+
+def test_owner_is_the_box_holding_the_centre():
+    gt = np.array([[0, 0, 10, 80], [20, 20, 30, 30]], float)  # a crack across the patch, a small one
+    centres = np.array([[5, 40], [5, 70], [25, 25], [50, 50], [10, 80]], float)
+    assert diagnose._owner(centres, gt).tolist() == [0, 0, 1, -1, 0]  # the box edge counts as inside
+    assert diagnose._owner(centres, np.zeros((0, 4))).tolist() == [-1] * 5
+
+
+class _Heads:
+    """Stands in for `outputs`: fixed detections and ground truths for one 80 px image."""
+
+    def __init__(self, boxes, scores, gt):
+        import torch
+
+        self.dets = [{"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores)}]
+        self.gts = [np.asarray(gt, np.float32)]
+
+
+def test_one_peak_per_crack_and_false_positive_split(monkeypatch):
+    # A vertical crack (box 2 × 80) found three times along its length — a ridge of peaks — and one false alarm.
+    gt = [[39, 0, 41, 80]]
+    boxes = [[39, 10, 41, 70], [39, 0, 41, 80], [39, 30, 41, 50], [5, 5, 9, 9]]  # scores in decode's order
+    scores = [0.30, 0.25, 0.20, 0.15]
+    fake = _Heads(boxes, scores, gt)
+    monkeypatch.setattr(diagnose, "outputs", lambda *a, **k: (fake.dets, fake.gts, [np.array([[2.0, 80.0]])]))
+
+    class Model:
+        input_size = 80
+    d = diagnose.decompose(Model(), records=None)
+    # measured: the best peak (IoU 60/80 = 0.75) is the TP; two duplicates on the crack and the alarm are FPs
+    assert (d["fp_on_crack"], d["fp_off_crack"]) == (2, 1)
+    # AP07: precision 1 at recall 1 reached by the first detection → 100 either way; duplicates come after it
+    assert d["ap07"] == pytest.approx(100.0) and d["ap07_one_per_crack"] == pytest.approx(100.0)
+    # now the fragment (IoU 20/80 = 0.25, a miss) scores highest: measured, the full box still matches second, so
+    # precision is 1/2 at recall 1 and AP07 = 50; kept alone as the crack's one peak, the fragment gives AP07 = 0
+    fake.dets[0]["boxes"] = fake.dets[0]["boxes"][[2, 1, 0, 3]]  # decode's order: by score
+    d = diagnose.decompose(Model(), records=None)
+    assert d["ap07"] == pytest.approx(50.0) and d["ap07_one_per_crack"] == pytest.approx(0.0)
+    assert (d["fp_on_crack"], d["fp_off_crack"]) == (2, 1)
