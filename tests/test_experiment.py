@@ -20,14 +20,15 @@ def test_ensure_data_is_idempotent_and_regenerates_on_change(profile, monkeypatc
     assert len(json.loads((profile.data / "train.json").read_text())["images"]) == 4
     # another generator setting → regenerated, different pixels
     real = ex.synth_config
-    monkeypatch.setattr(ex, "synth_config", lambda p, seed=0: dataclasses.replace(real(p, seed), contrast_min=0.3))
+    monkeypatch.setattr(ex, "synth_config", lambda p, seed=0: dataclasses.replace(real(p, seed), contrast=(0.3, 0.5)))
     assert ex.ensure_data(profile, progress=False) != sha
 
 
 def test_quick_set_is_a_prefix_of_the_paper_set():
     q, p = ex.synth_config(ex.get_profile("quick")), ex.synth_config(ex.get_profile("paper"))
-    assert dataclasses.replace(q, n_train=p.n_train, n_test=p.n_test, n_background=p.n_background) == p
-    assert (p.n_train, p.n_test, p.n_background) == (726, 181, 1523)
+    assert dataclasses.replace(q, n_train=p.n_train, n_test=p.n_test, n_background=p.n_background, n_shift=p.n_shift,
+                               n_shift_background=p.n_shift_background) == p
+    assert (p.n_train, p.n_test, p.n_background, p.n_shift, p.n_shift_background) == (726, 181, 1523, 181, 181)
 
 
 def test_unknown_profile():
