@@ -41,8 +41,20 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
+# oneDNN ISA caps under which its bf16 kernels stay native (its documented ONEDNN_MAX_CPU_ISA values)
+BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+             "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+
+
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 dot products (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
+    """True where the CPU has native bf16 dot products (AVX-512 BF16 or AMX), so bf16 autocast pays off.
+
+    A cap on oneDNN's instruction set (ONEDNN_MAX_CPU_ISA, e.g. AVX2 to imitate an older CPU) turns those kernels
+    into slow reference code, so under such a cap the answer is False, as on the older CPU itself.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap not in BF16_ISAS:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .synth_crack import crack, padded_box, visible_mask, visible_points
-from .synth_surface import FAMILIES, camera, illumination, negatives, noise_sigma, optics, sensor, texture, \
-    texture_sigma, gauss
+from .synth_surface import (FAMILIES, camera, gauss, illumination, negatives, noise_sigma, optics, sensor, texture,
+                            texture_sigma)
 
 SPLITS = ("train", "test", "background", "shift", "shift_background")
 SHIFT_SPLITS = ("shift", "shift_background")  # drawn from the held-out family only

@@ -54,3 +54,17 @@ def test_no_import_cycles_even_through_lazy_imports():
         if m not in state:
             visit(m, [m])
     assert edges["fast"] >= {"route"} and "fast" not in edges["quant"] | edges["export"]  # the layering it checks
+
+
+def test_an_isa_cap_below_bf16_turns_bf16_autocast_off(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (an older CPU imitated) bf16 kernels run as slow reference code: not chosen."""
+    import torch
+
+    from crackcore.runtime import cpu_has_bf16, pick_precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not cpu_has_bf16() and pick_precision(torch.device("cpu"), "auto") == "fp32"
+    assert pick_precision(torch.device("cpu"), "bf16") == "bf16"  # asked for explicitly: honoured
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    on_this_cpu = "avx512_bf16" in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "")
+    assert cpu_has_bf16() == on_this_cpu  # a cap that keeps bf16 leaves the answer to the CPU
