@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime import ROOT, pick_precision, save_json
+from .runtime import ROOT, file_sha256, pick_precision, save_json
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
 
     ckpt = ensure_trained(profile, variant, seed, progress)
     out = profile.results_dir("metrics") / f"{variant}-seed{seed}.json"
-    ckpt_fp = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+    ckpt_fp = file_sha256(ckpt)[:16]
     if out.exists():
         m = json.loads(out.read_text())
         if m.get("checkpoint_sha") == ckpt_fp and "diagnosis" in m:  # metrics from before the diagnosis: redo

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
-from .runtime import portable_path, save_json
+from .runtime import file_sha256, portable_path, save_json
 
 PHOTO_SEED = 1  # the generator's seed for the stand-in photographs: not the data set's (0)
 SIZES = {"paper": (25, 50, 100), "quick": (4, 8)}  # labelled images per point of the curve
@@ -63,9 +63,9 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
     runs = profile.runs / "labels"
     known = json.loads(out.read_text()) if out.exists() else {}
     stamp = json.loads((photos / "FINGERPRINT.json").read_text())["key"]
-    if known.get("photos") != stamp or known.get("parent_model") != _sha(parent):
+    if known.get("photos") != stamp or known.get("parent_model") != file_sha256(parent)[:16]:
         known = {}
-    known.update({"variant": variant, "seed": seed, "photos": stamp, "parent_model": _sha(parent),
+    known.update({"variant": variant, "seed": seed, "photos": stamp, "parent_model": file_sha256(parent)[:16],
                   "parent": portable_path(parent),
                   "parent_commit": load_checkpoint(parent).get("provenance", {}).get("git_commit")})
     records = load_records(photos, "train")
@@ -100,12 +100,6 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
             save_json(out, known)
     save_json(out, known)
     return json.loads(out.read_text())
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def curve_table(result: dict):

@@ -23,7 +23,8 @@ import numpy as np
 ORIENTATIONS = ("vertical", "horizontal", "any")
 
 
-def _u(rng, lo_hi) -> float:
+def uniform(rng, lo_hi) -> float:
+    """A draw from the (low, high) range of a knob."""
     return float(rng.uniform(*lo_hi))
 
 
@@ -64,13 +65,13 @@ def course(rng, cfg, start: np.ndarray, theta: float, length: float) -> np.ndarr
     n = max(2, int(math.ceil(length)) + 1)
     angles = np.full(n - 1, theta)
     for _ in range(int(rng.integers(0, cfg.kinks_max + 1)) if rng.random() < cfg.kink_p else 0):
-        angles[int(rng.integers(0, n - 1)):] += rng.choice([-1, 1]) * math.radians(_u(rng, cfg.kink_angle))
+        angles[int(rng.integers(0, n - 1)):] += rng.choice([-1, 1]) * math.radians(uniform(rng, cfg.kink_angle))
     pts = np.vstack([start, start + np.cumsum(np.stack([np.cos(angles), np.sin(angles)], 1), 0)])  # (n, 2)
     normal = np.stack([-np.sin(angles), np.cos(angles)], 1)
     normal = np.vstack([normal[:1], normal])  # (n, 2): the side each point bends to
-    bend = smooth_noise(rng, n, _u(rng, (15, 40)))
-    bend = _u(rng, cfg.bend) * (bend - bend.mean()) / max(bend.std(), 1e-9)  # lateral RMS in px
-    jag = rng.normal(0, _u(rng, cfg.jag_sigma), n)
+    bend = smooth_noise(rng, n, uniform(rng, (15, 40)))
+    bend = uniform(rng, cfg.bend) * (bend - bend.mean()) / max(bend.std(), 1e-9)  # lateral RMS in px
+    jag = rng.normal(0, uniform(rng, cfg.jag_sigma), n)
     return pts + (bend + jag)[:, None] * normal
 
 
@@ -87,14 +88,14 @@ def _tip_taper(n: int, inside: tuple[bool, bool], rng) -> np.ndarray:
 def _profile(rng, cfg, pts: np.ndarray, width: float, tips: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray]:
     """Per-point width (px) and shade (0–255) of a path: log-normal width wobble, stepped darkness, faded gaps."""
     n = len(pts)
-    widths = width * np.exp(_u(rng, cfg.width_var) * smooth_noise(rng, n, 10.0)) * _tip_taper(n, tips, rng)
+    widths = width * np.exp(uniform(rng, cfg.width_var) * smooth_noise(rng, n, 10.0)) * _tip_taper(n, tips, rng)
     step = int(rng.integers(8, 21))
-    levels = 1 + _u(rng, cfg.shade_var) * rng.uniform(-1, 1, n // step + 2)
+    levels = 1 + uniform(rng, cfg.shade_var) * rng.uniform(-1, 1, n // step + 2)
     shade = levels[np.arange(n) // step]
     if rng.random() < cfg.gap_p:  # faded stretches: the fissure closes or fills with glaze
         for _ in range(int(rng.integers(1, 4))):
             a = int(rng.integers(0, n))
-            shade[a:a + int(rng.integers(cfg.gap_length[0], cfg.gap_length[1] + 1))] *= _u(rng, cfg.gap_depth)
+            shade[a:a + int(rng.integers(cfg.gap_length[0], cfg.gap_length[1] + 1))] *= uniform(rng, cfg.gap_depth)
     return widths, np.clip(255 * shade / max(1.0, shade.max()), 0, 255)
 
 
@@ -112,9 +113,9 @@ def crack(rng, cfg) -> dict:
         length, tips = 1.6 * s, (True, False)
         start = centre
     else:  # a short crack with both tips inside
-        length, tips = _u(rng, cfg.short_length), (True, True)
+        length, tips = uniform(rng, cfg.short_length), (True, True)
         start = centre - d * length / 2
-    width = _log_u(rng, cfg.width) if rng.random() >= cfg.thick_p else _u(rng, cfg.thick_width)
+    width = _log_u(rng, cfg.width) if rng.random() >= cfg.thick_p else uniform(rng, cfg.thick_width)
     main = course(rng, cfg, start, theta, length)
     widths, shade = _profile(rng, cfg, main, width, tips)
     paths = [(main, widths, shade)]
@@ -123,7 +124,7 @@ def crack(rng, cfg) -> dict:
     for _ in range(n_branches if len(inside) else 0):
         j = int(rng.choice(inside))
         ang = theta + rng.choice([-1, 1]) * math.radians(rng.uniform(20, 50))
-        br = course(rng, cfg, main[j], ang, _u(rng, (5, 25)))
+        br = course(rng, cfg, main[j], ang, uniform(rng, (5, 25)))
         bw, bs = _profile(rng, cfg, br, widths[j] * rng.uniform(0.5, 0.8), (False, True))
         paths.append((br, bw, bs * shade[j] / 255))
     cover = draw(s, cfg.supersample, paths)  # (H, W) area coverage
@@ -131,12 +132,12 @@ def crack(rng, cfg) -> dict:
     dark = cover.copy()
     halo = rng.random() < cfg.halo_p
     if halo:
-        dark += _u(rng, cfg.halo) * cv2.GaussianBlur(cover, (0, 0), _u(rng, cfg.halo_sigma))
+        dark += uniform(rng, cfg.halo) * cv2.GaussianBlur(cover, (0, 0), uniform(rng, cfg.halo_sigma))
     rim = rng.random() < cfg.rim_p
     if rim:  # a bright flank 1 px to one side: glaze broken at the lip, lit obliquely
         side = rng.choice([-1, 1]) * np.array([-math.sin(theta), math.cos(theta)])
         flank = draw(s, cfg.supersample, [(p + side * (w[:, None] / 2 + 1), 0.7 * w, v) for p, w, v in paths])
-        dark -= _u(rng, cfg.rim) * flank
+        dark -= uniform(rng, cfg.rim) * flank
     attrs = {"length": round(float(np.linalg.norm(np.diff(main, axis=0), axis=1).sum()), 2),
              "width": round(width, 3), "contrast": round(contrast, 4), "branches": n_branches,
              "orientation_deg": round(math.degrees(theta) % 180, 1), "extent": ("through", "tip", "short")[mode],

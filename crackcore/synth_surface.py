@@ -20,15 +20,11 @@ import math
 import cv2
 import numpy as np
 
-from .synth_crack import course, draw, heading
+from .synth_crack import course, draw, heading, uniform
 
 FAMILIES = ("glaze", "striation", "granular", "edges", "camera")
 PALETTE = (("white", (246, 245, 241)), ("ivory", (241, 235, 216)), ("bone", (228, 219, 200)),
            ("light grey", (212, 213, 214)), ("pale blue", (208, 222, 233)), ("pale green", (212, 229, 215)))
-
-
-def _u(rng, lo_hi) -> float:
-    return float(rng.uniform(*lo_hi))
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,7 +69,7 @@ def texture(rng, cfg, family: str, amp: float) -> np.ndarray:
     s = cfg.size
     if family in ("glaze", "edges", "camera"):  # glaze waviness down to orange peel
         octaves = ((1.0, 24), (0.7, 9), (0.5, 4), (0.35, 2))
-        return amp * _u(rng, cfg.peel) / 1.4 * sum(w * value_noise(rng, s, c) for w, c in octaves)
+        return amp * uniform(rng, cfg.peel) / 1.4 * sum(w * value_noise(rng, s, c) for w, c in octaves)
     if family == "striation":  # 1-D noise across a direction, plus a fine grain
         theta = heading(rng, cfg)
         d = line_distance(s, theta, 0.0)
@@ -81,12 +77,12 @@ def texture(rng, cfg, family: str, amp: float) -> np.ndarray:
         scale = rng.uniform(0.7, 3.0)
         streaks = np.interp(d / scale + s + 4, np.arange(len(knots)), knots)
         streaks *= 1 + 0.5 * value_noise(rng, s, 20)  # striations fade in and out along their length
-        return amp * (_u(rng, cfg.striation) * streaks + 0.3 * _u(rng, cfg.peel) * value_noise(rng, s, 2))
+        return amp * (uniform(rng, cfg.striation) * streaks + 0.3 * uniform(rng, cfg.peel) * value_noise(rng, s, 2))
     if family == "granular":  # blotches of a matte body at several scales, and grains
         octaves = ((1.0, 12), (0.8, 6), (0.6, 3), (0.5, 1.5))
-        relief = _u(rng, cfg.granular) / 1.6 * sum(w * value_noise(rng, s, c) for w, c in octaves)
+        relief = uniform(rng, cfg.granular) / 1.6 * sum(w * value_noise(rng, s, c) for w, c in octaves)
         grains = rng.random((s, s)) < rng.uniform(0.005, 0.03)
-        relief = relief + grains * rng.normal(0, 2 * _u(rng, cfg.granular), (s, s))
+        relief = relief + grains * rng.normal(0, 2 * uniform(rng, cfg.granular), (s, s))
         return amp * relief
     raise ValueError(f"unknown surface family {family!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -96,15 +92,15 @@ def illumination(rng, cfg, family: str) -> np.ndarray:
     s = cfg.size
     X, Y = grid(s)
     a = rng.uniform(0, 2 * math.pi)
-    strength = _u(rng, cfg.gradient) * (2.0 if family == "camera" else 1.0)
+    strength = uniform(rng, cfg.gradient) * (2.0 if family == "camera" else 1.0)
     light = 1 + strength * ((X - s / 2) * math.cos(a) + (Y - s / 2) * math.sin(a)) / s
     if family == "glaze" and rng.random() < cfg.curvature_p:  # curved ware: a parabolic fall-off
-        light = light * (1 - _u(rng, cfg.curvature) * 4 * (line_distance(s, rng.uniform(0, math.pi),
+        light = light * (1 - uniform(rng, cfg.curvature) * 4 * (line_distance(s, rng.uniform(0, math.pi),
                                                                           rng.uniform(-0.6, 0.6) * s) / s) ** 2)
     if family == "camera" or rng.random() < 0.2:  # lens fall-off, its centre often outside this patch
         cx, cy = rng.uniform(-s, 2 * s, 2)
         r2 = ((X - cx) ** 2 + (Y - cy) ** 2) / (1.5 * s) ** 2
-        light = light * (1 - _u(rng, cfg.vignetting) * np.clip(r2, 0, 1))
+        light = light * (1 - uniform(rng, cfg.vignetting) * np.clip(r2, 0, 1))
     return light
 
 
@@ -161,7 +157,7 @@ def negatives(rng, cfg, family: str, meta: dict) -> tuple[np.ndarray, np.ndarray
     if neg["edge"]:  # the product's border: a soft step into shadow with a bright rim before it
         theta, off = _lines(rng, cfg)
         d, soft = line_distance(s, theta, off, rng.normal(0, 0.004)), rng.uniform(0.7, 4)
-        shade = shade * (1 - _u(rng, cfg.edge_depth) * 0.5 * (1 + np.tanh(d / (2 * soft))))
+        shade = shade * (1 - uniform(rng, cfg.edge_depth) * 0.5 * (1 + np.tanh(d / (2 * soft))))
         relief += rng.uniform(0.02, 0.08) * np.exp(-0.5 * ((d + 1.5 * soft) / 0.8) ** 2)
     if neg["stain"]:  # a grey stroke or stain: soft, elongated, low contrast
         dark += rng.uniform(0.03, 0.12) * gauss(s, *rng.uniform(0, s, 2), rng.uniform(4, 20), rng.uniform(1.5, 6),
@@ -175,17 +171,17 @@ def negatives(rng, cfg, family: str, meta: dict) -> tuple[np.ndarray, np.ndarray
 def camera(rng, cfg, family: str) -> dict:
     """The imaging settings of one patch: exposure, noise model, blur, tone, colour and compression."""
     dim = family == "camera"
-    sigma_r = _u(rng, cfg.read_noise)
-    sigma_200 = max(sigma_r, _u(rng, cfg.noise_at_200) * (1.3 if dim else 1.0))
+    sigma_r = uniform(rng, cfg.read_noise)
+    sigma_200 = max(sigma_r, uniform(rng, cfg.noise_at_200) * (1.3 if dim else 1.0))
     gray = bool(rng.random() < cfg.gray_p)
     name, rgb = PALETTE[int(rng.integers(len(PALETTE)))]
     tint = np.ones(3) if gray else np.asarray(rgb, np.float64) / max(rgb)
-    return {"level": _u(rng, cfg.dim_level if dim else (cfg.glaze_level if family == "glaze" else cfg.level)) / 255,
-            "read_noise": sigma_r, "gain": (sigma_200 ** 2 - sigma_r ** 2) / 200, "prnu": _u(rng, cfg.prnu),
-            "fpn": _u(rng, cfg.column_noise) if dim or rng.random() < 0.2 else 0.0,
-            "blur": _u(rng, cfg.blur_sigma),
+    return {"level": uniform(rng, cfg.dim_level if dim else (cfg.glaze_level if family == "glaze" else cfg.level)) / 255,
+            "read_noise": sigma_r, "gain": (sigma_200 ** 2 - sigma_r ** 2) / 200, "prnu": uniform(rng, cfg.prnu),
+            "fpn": uniform(rng, cfg.column_noise) if dim or rng.random() < 0.2 else 0.0,
+            "blur": uniform(rng, cfg.blur_sigma),
             "motion": int(rng.integers(2, 5)) if rng.random() < (0.5 if dim else cfg.motion_p) else 0,
-            "motion_axis": int(rng.integers(2)), "gamma": _u(rng, cfg.gamma), "gray": gray,
+            "motion_axis": int(rng.integers(2)), "gamma": uniform(rng, cfg.gamma), "gray": gray,
             "colour": "grey" if gray else name, "tint": tint,
             "jpeg": int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)) if rng.random() < cfg.jpeg_p
             else None}

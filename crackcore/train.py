@@ -8,7 +8,6 @@ A run started with `init` fine-tunes another crackcore checkpoint of the same va
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import time
@@ -26,8 +25,8 @@ from .data import CrackDataset, load_records, training_scale
 from .labels import RADIUS_RULES, SIGMA_RULES, encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
-from .runtime import (CheckpointError, atomic_write, autocast, load_checkpoint, portable_path, pick_device,
-                      pick_precision, provenance, save_checkpoint, seed_everything)
+from .runtime import (CheckpointError, atomic_write, autocast, file_sha256, load_checkpoint, pick_device,
+                      pick_precision, portable_path, provenance, save_checkpoint, seed_everything)
 
 
 WH_INITS = ("mean", "default", "centernet")  # how the size head starts (models.head plus the mean-size bias)
@@ -148,15 +147,6 @@ def mean_box_size(records, variant: str) -> tuple[float, float]:
     return float(m[0]), float(m[1])
 
 
-def _file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks (checkpoints are tens of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_parent(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict]:
     """The fp32 weights of the checkpoint `cfg.init` that a fine-tuning run starts from (§IV-B), and its record.
 
@@ -179,7 +169,7 @@ def load_parent(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict]:
     # published checkpoints are fp16: widened, as runtime.load_model does, so training runs in fp32 as ever
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     weights["wh_scale"] = torch.tensor(float(cfg.wh_scale))  # the parent's own scale, unrounded
-    record = {"path": portable_path(path), "sha256": _file_sha256(path), "variant": state["variant"],
+    record = {"path": portable_path(path), "sha256": file_sha256(path), "variant": state["variant"],
               "epoch": state.get("epoch"), "config": state.get("config")}
     if state.get("parent") is not None:  # a fine-tuned parent: the whole lineage travels along
         record["parent"] = state["parent"]
