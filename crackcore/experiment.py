@@ -95,11 +95,13 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 
 
 def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
+    """§IV-B's protocol at this profile's size; each set of `overrides` trains in a run folder named after them."""
     from .train import TrainConfig
 
-    return TrainConfig(variant=variant, data=str(profile.data), out=str(profile.runs / f"{variant}-seed{seed}"),
-                       epochs=profile.epochs, lr_drop_epoch=profile.lr_drop_epoch, seed=seed,
-                       precision=profile.precision, **overrides)
+    name = f"{variant}-seed{seed}" + "".join(f"-{k}={str(v).replace('/', '_')}" for k, v in sorted(overrides.items()))
+    base = {"variant": variant, "data": str(profile.data), "out": str(profile.runs / name), "epochs": profile.epochs,
+            "lr_drop_epoch": profile.lr_drop_epoch, "seed": seed, "precision": profile.precision}
+    return TrainConfig(**{**base, **overrides})
 
 
 def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
@@ -277,6 +279,7 @@ READINGS = {
     "radius-corrected-sigma-centernet": {"radius_rule": "corrected", "sigma_rule": "centernet"},
     "radius-released-sigma-paper": {"radius_rule": "released", "sigma_rule": "paper"},
     "radius-released-sigma-centernet": {"radius_rule": "released", "sigma_rule": "centernet"},
+    "label-ellipse": {"label_shape": "ellipse"},  # not the paper's label: a Gaussian stretched along the box
 }
 
 

@@ -55,17 +55,26 @@ def gaussian_sigma(radius: int, rule: str = "paper") -> float:
     raise ValueError(f"unknown sigma rule {rule!r}; use 'paper' or 'centernet'")
 
 
-def draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int, sigma: float) -> None:
-    """Splat exp(-(x²+y²)/2σ²) of half-size `radius` at (cx, cy) into `heatmap` in place, merging by maximum."""
-    if sigma <= 0:  # a zero radius leaves only the positive point itself
-        heatmap[cy, cx] = 1.0
-        return
-    d = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-(d[None, :] ** 2 + d[:, None] ** 2) / (2 * sigma ** 2))  # (2r+1, 2r+1), g[r, r] == 1 exactly
+def _axis(d: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(-d²/2σ²) along one axis; σ = 0 keeps the centre only."""
+    return np.exp(-d ** 2 / (2 * sigma ** 2)) if sigma > 0 else (d == 0).astype(np.float64)
+
+
+def draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int | tuple[int, int],
+                  sigma: float | tuple[float, float]) -> None:
+    """Fig. 2: splat exp(-(x²/2σx² + y²/2σy²)) of half-size `radius` at (cx, cy) into `heatmap`, merging by maximum.
+
+    `radius` and `sigma` are one number (§III-A's round Gaussian) or an (x, y) pair (the elliptical reading).
+    """
+    rx, ry = (radius, radius) if np.ndim(radius) == 0 else radius
+    sx, sy = (sigma, sigma) if np.ndim(sigma) == 0 else sigma
+    dx = np.arange(-rx, rx + 1, dtype=np.float64)
+    dy = np.arange(-ry, ry + 1, dtype=np.float64)
+    g = _axis(dy, sy)[:, None] * _axis(dx, sx)[None, :]  # (2ry+1, 2rx+1), g[ry, rx] == 1 exactly
     H, W = heatmap.shape
-    x0, x1 = max(0, cx - radius), min(W, cx + radius + 1)  # clipped where the box touches the border
-    y0, y1 = max(0, cy - radius), min(H, cy + radius + 1)
-    patch = g[y0 - cy + radius:y1 - cy + radius, x0 - cx + radius:x1 - cx + radius]
+    x0, x1 = max(0, cx - rx), min(W, cx + rx + 1)  # clipped where the box touches the border
+    y0, y1 = max(0, cy - ry), min(H, cy + ry + 1)
+    patch = g[y0 - cy + ry:y1 - cy + ry, x0 - cx + rx:x1 - cx + rx]
     np.maximum(heatmap[y0:y1, x0:x1], patch.astype(heatmap.dtype), out=heatmap[y0:y1, x0:x1])
 
 
@@ -81,8 +90,29 @@ def label_radius(height: float, width: float, min_overlap: float = 0.3, rule: st
     raise ValueError(f"unknown radius rule {rule!r}; choose one of {', '.join(RADIUS_RULES)}")
 
 
+LABEL_SHAPES = ("round", "ellipse")
+ELLIPSE_ALPHA = 0.54  # TTFNet's share of each side that its elliptical Gaussian spans (Liu et al., AAAI 2020)
+
+
+def label_radii(height: float, width: float, min_overlap: float = 0.3, rule: str = "corrected",
+                shape: str = "round") -> tuple[int, int]:
+    """(r_x, r_y) of a box's label: §III-A's round radius, or per axis the larger of it and α·side/2 ("ellipse").
+
+    The ellipse is not the paper's label. It stretches the Gaussian along a long crack, so that points on the crack
+    near its centre are not punished as hard as far background: a crack's centre along its length is the one thing
+    a round label of radius 1–2 px asks the network to pin to a pixel.
+    """
+    r = label_radius(height, width, min_overlap, rule)
+    if shape == "round":
+        return r, r
+    if shape == "ellipse":
+        return max(r, int(ELLIPSE_ALPHA * width / 2)), max(r, int(ELLIPSE_ALPHA * height / 2))
+    raise ValueError(f"unknown label shape {shape!r}; choose one of {', '.join(LABEL_SHAPES)}")
+
+
 def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: int = 32, min_overlap: float = 0.3,
-           sigma_rule: str = "paper", radius_rule: str = "corrected") -> dict[str, torch.Tensor]:
+           sigma_rule: str = "paper", radius_rule: str = "corrected", label_shape: str = "round"
+           ) -> dict[str, torch.Tensor]:
     """One image's targets (§III-A, §III-B): heatmap, and at each centre `wh`, `reg` offset, flat `ind`, `mask`.
 
     `boxes` are (N, 4) x1 y1 x2 y2 in input pixels. NaN or inverted boxes are errors in the data and raise.
@@ -113,8 +143,9 @@ def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: in
             continue
         c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
         ci = np.minimum(np.floor(c).astype(np.int64), [W - 1, H - 1])  # a centre on the far edge stays inside
-        radius = label_radius(h, w, min_overlap, radius_rule)
-        draw_gaussian(heatmap, int(ci[0]), int(ci[1]), radius, gaussian_sigma(radius, sigma_rule))
+        rx, ry = label_radii(h, w, min_overlap, radius_rule, label_shape)
+        draw_gaussian(heatmap, int(ci[0]), int(ci[1]), (rx, ry),
+                      (gaussian_sigma(rx, sigma_rule), gaussian_sigma(ry, sigma_rule)))
         wh[k], reg[k], ind[k], mask[k] = (w, h), c - ci, ci[1] * W + ci[0], 1.0
         k += 1
     return {"heatmap": torch.from_numpy(heatmap)[None], "wh": torch.from_numpy(wh), "reg": torch.from_numpy(reg),

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records, training_scale
-from .labels import RADIUS_RULES, SIGMA_RULES, encode
+from .labels import LABEL_SHAPES, RADIUS_RULES, SIGMA_RULES, encode
 from .losses import LossConfig, centernet_loss
 from .models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
 from .runtime import (CheckpointError, atomic_write, autocast, file_sha256, load_checkpoint, pick_device,
@@ -57,6 +57,7 @@ class TrainConfig:
     min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
     sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
     radius_rule: str = "corrected"  # corrected CornerNet radius | released (the larger one of [21]'s code)
+    label_shape: str = "round"  # round (§III-A) | ellipse (stretched along the box, TTFNet; not the paper's)
     wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
     wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
     cls_weight: float = 1.0  # α of eq. (5)
@@ -66,7 +67,7 @@ class TrainConfig:
     def __post_init__(self):
         """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
         for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS), ("radius_rule", RADIUS_RULES),
-                              ("sigma_rule", SIGMA_RULES)):
+                              ("sigma_rule", SIGMA_RULES), ("label_shape", LABEL_SHAPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
@@ -76,7 +77,8 @@ class TrainConfig:
         return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
 
 
-PATH_FIELDS = ("data", "out", "imagenet")
+PATH_FIELDS = ("data", "out", "imagenet", "init")
+LATER_FIELDS = {"init": "", "label_shape": "round"}  # field: default
 
 
 class ConfigMismatch(ValueError):
@@ -86,11 +88,11 @@ class ConfigMismatch(ValueError):
 def recorded_config(cfg: TrainConfig) -> dict:
     """The settings a checkpoint records and a resumed run must match, paths made repository-relative."""
     rec = {**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
-    # A run from scratch records what it recorded before `init` existed, so the published checkpoints and the runs
-    # already on disk still match their settings (and are restored or resumed, not retrained).
-    rec.pop("init")
-    if cfg.init:
-        rec["init"] = portable_path(cfg.init)
+    # Fields added after runs were published are recorded only when set away from their default, so the published
+    # checkpoints and the runs already on disk still match their settings (and are restored or resumed, not retrained).
+    for name, default in LATER_FIELDS.items():
+        if rec[name] == default:
+            rec.pop(name)
     return rec
 
 
@@ -101,11 +103,11 @@ def _check_same(state: dict, asked: dict, path: Path) -> None:
 
 
 def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
-            sigma_rule: str, radius_rule: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            sigma_rule: str, radius_rule: str, label_shape: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
     images = torch.stack([img for img, _ in batch])  # (B, 3, S, S)
     enc = [encode(b, output_size, stride, max_objs=max_objs, min_overlap=min_overlap, sigma_rule=sigma_rule,
-                  radius_rule=radius_rule) for _, b in batch]
+                  radius_rule=radius_rule, label_shape=label_shape) for _, b in batch]
     targets = {k: torch.stack([e[k] for e in enc]) for k in enc[0]}
     targets["boxes"] = [b for _, b in batch]
     return images, targets
@@ -116,7 +118,8 @@ def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distribu
     size, stride = INPUT_SIZE[cfg.variant], STRIDE[cfg.variant]
     ds = CrackDataset(records, size, train=train and cfg.augment)
     col = partial(collate, output_size=(size // stride, size // stride), stride=stride, max_objs=cfg.max_objs,
-                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule, radius_rule=cfg.radius_rule)
+                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule, radius_rule=cfg.radius_rule,
+                  label_shape=cfg.label_shape)
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     sampler = None
     if distributed is not None:
@@ -218,7 +221,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     for: that is what checkpoints record and resumption compares against.
     """
     out = Path(cfg.out)
-    asked = {**recorded_config(record_config or cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
+    asked = recorded_config(record_config or cfg)
+    asked.update({k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS if k in asked})
     ckpt_path = out / "last.pt"
     done = out / "model.pt"
     if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state

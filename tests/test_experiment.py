@@ -42,6 +42,14 @@ def test_train_config_follows_profile(profile):
     assert cfg.out.endswith("modified-seed2") and cfg.data == str(profile.data)
 
 
+def test_overridden_settings_train_in_their_own_folder(profile):
+    """A run with other settings never lands in (or resumes) the protocol's run folder."""
+    plain = ex.train_config(profile, "modified")
+    other = ex.train_config(profile, "modified", label_shape="ellipse", epochs=3)
+    assert other.out == str(profile.runs / "modified-seed0-epochs=3-label_shape=ellipse")
+    assert (other.epochs, other.label_shape) == (3, "ellipse") and plain.out != other.out
+
+
 def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
     from crackcore import data, evaluate, train
 

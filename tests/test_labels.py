@@ -176,3 +176,29 @@ def test_round_trip_stride1(data):
     if fb[2] < 80 and fb[3] < 80:
         assert abs((o[0] + o[2]) - (fb[0] + fb[2])) / 2 <= 0.5 + 1e-5
         assert abs((o[2] - o[0]) - (fb[2] - fb[0])) < 1e-4 or o[0] == 0
+
+
+def test_ellipse_label_stretches_along_a_long_crack_by_hand():
+    """A 3×80 crack: round radius 1 (case 2: (166 − √24868)/8 = 1.04); the ellipse's r_y = ⌊0.54·80/2⌋ = 21, σ_y = 7."""
+    assert gaussian_radius(80, 3, 0.3) == pytest.approx(1.038, abs=1e-3)
+    box = [[10.0, 0.0, 13.0, 80.0]]  # centre (11.5, 40) → cell (11, 40)
+    round_ = encode(box, (80, 80), 1)["heatmap"][0].numpy()
+    ellipse = encode(box, (80, 80), 1, label_shape="ellipse")["heatmap"][0].numpy()
+    assert round_[40, 11] == ellipse[40, 11] == 1.0
+    assert round_[41, 11] == pytest.approx(math.exp(-4.5), rel=1e-5)  # σ = 1/3: one pixel off is 0.011
+    assert round_[42, 11] == 0.0  # outside the round window
+    assert ellipse[47, 11] == pytest.approx(math.exp(-0.5), rel=1e-5)  # 7 px along the crack: one σ_y
+    assert ellipse[61, 11] == pytest.approx(math.exp(-441 / 98), rel=1e-5)  # the window's last row, 21 px
+    assert ellipse[62, 11] == 0.0
+    assert ellipse[40, 12] == pytest.approx(math.exp(-4.5), rel=1e-5)  # across the crack: as thin as the round one
+    assert ellipse[40, 13] == 0.0
+
+
+def test_ellipse_label_equals_the_round_one_on_a_square_box():
+    """10×10: round r = ⌊2.26⌋ = 2 and ⌊0.54·10/2⌋ = 2, so the two shapes draw the same label."""
+    box = [[20.0, 30.0, 30.0, 40.0]]
+    a = encode(box, (80, 80), 1)["heatmap"]
+    b = encode(box, (80, 80), 1, label_shape="ellipse")["heatmap"]
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="label shape"):
+        encode(box, (80, 80), 1, label_shape="square")
