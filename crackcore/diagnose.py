@@ -8,6 +8,8 @@ Three substitutions separate the two heads. Each keeps everything of the model's
 - `ap07_one_per_crack`: of the detections whose centre lies inside a crack's box, only the best-scoring one per
   crack is kept: what AP would be if the heatmap had one peak per crack instead of a ridge of peaks along it (a
   long, uniform crack has no visible centre, and §IV-C's 3×3 max-pool keeps every bump of a ridge).
+  `ap07_one_per_crack_true_wh`, `_true_centre` and `_true_box` apply the first two substitutions (and both) to
+  those best peaks only: with the ridge gone, what the size head and the peak positions still cost.
   `fp_on_crack` and `fp_off_crack` count the false positives of the measured AP whose centre lies on a crack's box
   (duplicates and fragments) and elsewhere (false alarms on the surface).
 - The size head alone at the true centres: predicted (w, h) read at each crack's label cell, against the truth.
@@ -93,6 +95,7 @@ def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: f
     dets, gts, at_centre = outputs(model, records, batch_size, k, threshold, precision)
     size = model.input_size
     measured, true_wh, true_c, one = [], [], [], []
+    one_wh, one_c, one_box = [], [], []  # the best peak per crack, with true sizes, true centres, both
     fp_on = fp_off = 0
     for d, gt in zip(dets, gts):
         b, s = d["boxes"].numpy().reshape(-1, 4), d["scores"].numpy()  # in score order (decode's top-K)
@@ -106,17 +109,26 @@ def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: f
         one.append({"boxes": measured[-1]["boxes"][first], "scores": s[first]})
         if len(gt) and len(b):
             j = _nearest(c, gt)
-            true_wh.append({"boxes": _boxes(c, gt[j, 2:] - gt[j, :2], size), "scores": s})
-            true_c.append({"boxes": _boxes((gt[j, :2] + gt[j, 2:]) / 2, wh, size), "scores": s})
+            gt_c, gt_wh = (gt[j, :2] + gt[j, 2:]) / 2, gt[j, 2:] - gt[j, :2]  # (N, 2) each, the nearest crack's
+            true_wh.append({"boxes": _boxes(c, gt_wh, size), "scores": s})
+            true_c.append({"boxes": _boxes(gt_c, wh, size), "scores": s})
+            one_wh.append({"boxes": _boxes(c[first], gt_wh[first], size), "scores": s[first]})
+            one_c.append({"boxes": _boxes(gt_c[first], wh[first], size), "scores": s[first]})
+            one_box.append({"boxes": _boxes(gt_c[first], gt_wh[first], size), "scores": s[first]})
         else:
             true_wh.append(measured[-1])
             true_c.append(measured[-1])
+            for subs in (one_wh, one_c, one_box):
+                subs.append(one[-1])
     targets = [{"boxes": g} for g in gts]
     pred = np.concatenate(at_centre) if at_centre else np.zeros((0, 2))  # (M, 2)
     true = np.concatenate([g[:, 2:] - g[:, :2] for g in gts]) if gts else np.zeros((0, 2))  # (M, 2)
     iou = size_iou(pred, true)
     return {"ap07": 100 * voc_ap(measured, targets).ap, "ap07_true_wh": 100 * voc_ap(true_wh, targets).ap,
             "ap07_true_centre": 100 * voc_ap(true_c, targets).ap, "ap07_one_per_crack": 100 * voc_ap(one, targets).ap,
+            "ap07_one_per_crack_true_wh": 100 * voc_ap(one_wh, targets).ap,
+            "ap07_one_per_crack_true_centre": 100 * voc_ap(one_c, targets).ap,
+            "ap07_one_per_crack_true_box": 100 * voc_ap(one_box, targets).ap,
             "fp_on_crack": fp_on, "fp_off_crack": fp_off, "n_gt": int(len(true)),
             "wh_corr_pred": _corr(pred[:, 0], pred[:, 1]), "wh_corr_true": _corr(true[:, 0], true[:, 1]),
             "w_corr": _corr(pred[:, 0], true[:, 0]), "h_corr": _corr(pred[:, 1], true[:, 1]),

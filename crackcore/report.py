@@ -176,12 +176,15 @@ def hosts_table(hosts: list[dict], bar: float = 30.0) -> list[str]:
 
 
 def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "train") -> pd.DataFrame:
-    """Where AP goes, per variant: AP07 as measured, with true sizes, with true centres, on train; the size head."""
+    """Where AP goes, per variant: AP07 as measured, with true sizes, with true centres, with one peak per crack (and
+    then true sizes, centres, boxes), on train; the size head."""
     rows = {}
     for v, m in metrics.items():
         d, t = m["diagnosis"][test], m["diagnosis"].get(train, {})
         rows[v] = {"ap07": d["ap07"], "ap07_true_wh": d["ap07_true_wh"], "ap07_true_centre": d["ap07_true_centre"],
                    "ap07_one_per_crack": d.get("ap07_one_per_crack", np.nan),
+                   **{f"ap07_one_per_crack_{s}": d.get(f"ap07_one_per_crack_{s}", np.nan)
+                      for s in ("true_wh", "true_centre", "true_box")},
                    "fp_on_crack": d.get("fp_on_crack", np.nan), "fp_off_crack": d.get("fp_off_crack", np.nan),
                    "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
                    "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}

@@ -43,3 +43,26 @@ def test_one_peak_per_crack_and_false_positive_split(monkeypatch):
     d = diagnose.decompose(Model(), records=None)
     assert d["ap07"] == pytest.approx(50.0) and d["ap07_one_per_crack"] == pytest.approx(0.0)
     assert (d["fp_on_crack"], d["fp_off_crack"]) == (2, 1)
+    # the fragment is centred on the crack (40, 40) but 20 px long: the true size makes it the whole crack (AP 100);
+    # moved to the true centre it stays a 2 × 20 fragment (AP 0); both together give the true box
+    assert d["ap07_one_per_crack_true_wh"] == pytest.approx(100.0)
+    assert d["ap07_one_per_crack_true_centre"] == pytest.approx(0.0)
+    assert d["ap07_one_per_crack_true_box"] == pytest.approx(100.0)
+
+
+def test_one_peak_per_crack_substitutions_move_the_kept_peak_only(monkeypatch):
+    # The best peak sits 3 px beside the middle of an 8 × 40 crack with the right size: IoU 200/440 = 0.45 (a miss)
+    # until it is moved to the crack's centre; its duplicate further along (centre on the crack too) is dropped
+    # before any substitution, so it cannot be moved onto the crack and counted as a second hit.
+    gt = [[36, 20, 44, 60]]
+    boxes = [[39, 20, 47, 60], [39, 40, 47, 80]]
+    fake = _Heads(boxes, [0.9, 0.8], gt)
+    monkeypatch.setattr(diagnose, "outputs", lambda *a, **k: (fake.dets, fake.gts, [np.array([[8.0, 40.0]])]))
+
+    class Model:
+        input_size = 80
+    d = diagnose.decompose(Model(), records=None)
+    assert (d["fp_on_crack"], d["fp_off_crack"]) == (2, 0)
+    assert d["ap07_one_per_crack"] == pytest.approx(0.0) and d["ap07_one_per_crack_true_wh"] == pytest.approx(0.0)
+    assert d["ap07_one_per_crack_true_centre"] == pytest.approx(100.0)
+    assert d["ap07_one_per_crack_true_box"] == pytest.approx(100.0)
