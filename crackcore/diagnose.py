@@ -134,3 +134,28 @@ def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: f
             "w_corr": _corr(pred[:, 0], true[:, 0]), "h_corr": _corr(pred[:, 1], true[:, 1]),
             "size_iou_median": float(np.median(iou)) if len(iou) else float("nan"),
             "size_iou_above_0.5": float((iou > 0.5).mean()) if len(iou) else float("nan")}
+
+
+@torch.no_grad()
+def peak_maps(model, records, k: int = TOP_K, threshold: float = THRESHOLD, precision: str = "fp32") -> list[dict]:
+    """§III-A, §IV-C for a few images: the input, the predicted heatmap, the decoded peaks and the truth, to look at.
+
+    Per image: `image` (S, S) the letterboxed input (grey, scaled to [0, 1] for display), `heat` (S/s, S/s), `peaks`
+    (N, 2) decoded centres and `scores` (N,), `gt` (M, 4) boxes, all in input pixels; `stride` maps them to cells.
+    """
+    ds = CrackDataset(records, model.input_size, train=False)
+    device = next(model.parameters()).device
+    maps = []
+    for i in range(len(ds)):
+        x, boxes = ds[i]
+        with autocast(device, precision):
+            out = model(x[None].to(device))
+        heat = sigmoid_heatmap(out["hm"]).float()  # (1, 1, S/s, S/s)
+        det = decode(heat, out["wh"].float(), None if out.get("reg") is None else out["reg"].float(),
+                     stride=model.stride, k=k, threshold=threshold, clip=False)[0]
+        b = det["boxes"].numpy().reshape(-1, 4)
+        grey = x.float().mean(0).numpy()  # (S, S)
+        maps.append({"image": (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6), "heat": heat[0, 0].cpu().numpy(),
+                     "peaks": (b[:, :2] + b[:, 2:]) / 2, "scores": det["scores"].numpy(),
+                     "gt": boxes.numpy().reshape(-1, 4), "stride": model.stride})
+    return maps

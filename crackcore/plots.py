@@ -237,3 +237,26 @@ def label_curve(table, zero_shot: float | None = None):
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def peaks(maps, size: float = 2.3):
+    """Each image with its true boxes above its predicted heatmap with the decoded peaks (+) and the true boxes:
+    one peak per crack at the box centre is what §III-A trains for; a row of peaks along a crack is a ridge."""
+    n = len(maps)
+    fig, axes = plt.subplots(2, n, figsize=(n * size, 2 * size + 0.3), squeeze=False)
+    for j, m in enumerate(maps):
+        top, bottom = axes[0, j], axes[1, j]
+        top.imshow(m["image"], cmap="gray", interpolation="nearest")
+        draw_boxes(top, m["gt"], GT_COLOUR)
+        bottom.imshow(m["heat"], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        s = m["stride"]
+        draw_boxes(bottom, m["gt"] / s, GT_COLOUR, lw=0.8)
+        c = (m["gt"][:, :2] + m["gt"][:, 2:]) / 2 / s - 0.5
+        bottom.plot(c[:, 0], c[:, 1], "x", color=GT_COLOUR, ms=6)  # where the label's peak is
+        p = m["peaks"] / s - 0.5  # cell centres sit at integer plot coordinates
+        bottom.plot(p[:, 0], p[:, 1], "+", color="#7fd4ff", ms=6)
+        bottom.set_title(f"max {m['heat'].max():.2f}, {len(p)} peaks ≥ thr", fontsize=8)
+        for ax in (top, bottom):
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -66,3 +66,27 @@ def test_one_peak_per_crack_substitutions_move_the_kept_peak_only(monkeypatch):
     assert d["ap07_one_per_crack"] == pytest.approx(0.0) and d["ap07_one_per_crack_true_wh"] == pytest.approx(0.0)
     assert d["ap07_one_per_crack_true_centre"] == pytest.approx(100.0)
     assert d["ap07_one_per_crack_true_box"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("variant", ["modified", "centernet_r18"])
+def test_peak_maps_put_image_heatmap_peaks_and_truth_in_one_frame(variant, tiny_data):
+    import matplotlib
+    matplotlib.use("Agg")
+    import torch
+
+    from crackcore import plots
+    from crackcore.data import load_records
+    from crackcore.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(variant).eval()
+    records = [r for r in load_records(tiny_data, "test") if len(r.boxes)][:2]
+    maps = diagnose.peak_maps(model, records, threshold=0.0)  # an untrained model's peaks all pass a zero threshold
+    S, s = model.input_size, model.stride
+    for m, r in zip(maps, records):
+        assert m["image"].shape == (S, S) and 0 <= m["image"].min() and m["image"].max() <= 1
+        assert m["heat"].shape == (S // s, S // s) and m["stride"] == s
+        assert m["peaks"].shape == (20, 2) and len(m["scores"]) == 20  # top-K with nothing cut by the threshold
+        assert ((m["peaks"] >= 0) & (m["peaks"] <= S)).all()  # input pixels, not cells
+        assert np.allclose(m["gt"], r.boxes * S / 80)  # the tiny data are 80 px patches, letterboxed to S
+    assert len(plots.peaks(maps).axes) == 4
