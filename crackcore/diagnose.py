@@ -61,19 +61,27 @@ def size_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-@torch.no_grad()
-def outputs(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
-            precision: str = "fp32"):
-    """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
+def _forward(model, records, batch_size: int, k: int, threshold: float, precision: str):
+    """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap, unclipped detections) batch by batch, letterboxed as in
+    evaluation."""
     ds = CrackDataset(records, model.input_size, train=False)
     device = next(model.parameters()).device
-    dets, gts, at_centre = [], [], []
     for start in range(0, len(ds), batch_size):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
         with autocast(device, precision):
             out = model(torch.stack([im for im, _ in items]).to(device))
-        heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
-        dets += decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold, clip=False)
+        heat = sigmoid_heatmap(out["hm"])
+        yield items, out, heat, decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold,
+                                       clip=False)
+
+
+@torch.no_grad()
+def outputs(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
+            precision: str = "fp32"):
+    """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
+    dets, gts, at_centre = [], [], []
+    for items, out, heat, batch_dets in _forward(model, records, batch_size, k, threshold, precision):
+        dets += batch_dets
         wh = out["wh"].float().cpu() * model.stride  # (B, 2, H/s, W/s) in input pixels
         H, W = wh.shape[2:]
         for b, (_, boxes) in enumerate(items):
@@ -143,19 +151,12 @@ def peak_maps(model, records, k: int = TOP_K, threshold: float = THRESHOLD, prec
     Per image: `image` (S, S) the letterboxed input (grey, scaled to [0, 1] for display), `heat` (S/s, S/s), `peaks`
     (N, 2) decoded centres and `scores` (N,), `gt` (M, 4) boxes, all in input pixels; `stride` maps them to cells.
     """
-    ds = CrackDataset(records, model.input_size, train=False)
-    device = next(model.parameters()).device
     maps = []
-    for i in range(len(ds)):
-        x, boxes = ds[i]
-        with autocast(device, precision):
-            out = model(x[None].to(device))
-        heat = sigmoid_heatmap(out["hm"]).float()  # (1, 1, S/s, S/s)
-        det = decode(heat, out["wh"].float(), None if out.get("reg") is None else out["reg"].float(),
-                     stride=model.stride, k=k, threshold=threshold, clip=False)[0]
-        b = det["boxes"].numpy().reshape(-1, 4)
-        grey = x.float().mean(0).numpy()  # (S, S)
-        maps.append({"image": (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6), "heat": heat[0, 0].cpu().numpy(),
-                     "peaks": (b[:, :2] + b[:, 2:]) / 2, "scores": det["scores"].numpy(),
-                     "gt": boxes.numpy().reshape(-1, 4), "stride": model.stride})
+    for items, _, heat, dets in _forward(model, records, 32, k, threshold, precision):
+        for (x, boxes), h, det in zip(items, heat.float(), dets):
+            b = det["boxes"].float().numpy().reshape(-1, 4)
+            grey = x.float().mean(0).numpy()  # (S, S)
+            maps.append({"image": (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6), "heat": h[0].cpu().numpy(),
+                         "peaks": (b[:, :2] + b[:, 2:]) / 2, "scores": det["scores"].float().numpy(),
+                         "gt": boxes.numpy().reshape(-1, 4), "stride": model.stride})
     return maps
