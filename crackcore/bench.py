@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .data import load_records, read_image, to_input
-from .decode import THRESHOLD, TOP_K
 from .evaluate import detect, run_split
 from .export import calibration_images
 from .fast import CALIBRATED, ROUTES, auto_route, build_route
@@ -119,7 +118,7 @@ def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
         build_s = time.perf_counter() - t0
         times = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, device_sync(device))
         # batch 1, as timed: shape-specialised routes (trace, compile) would otherwise recompile for every batch size
-        preds, targets, _ = run_split(route, test, batch_size=1, k=TOP_K, threshold=THRESHOLD)
+        preds, targets, _ = run_split(route, test, batch_size=1)
         fps = 1 / statistics.median(times)
         rows.append({"route": name, "available": True, "precision": route.precision, "note": route.note,
                      "build_s": build_s, "latency_ms_median": 1e3 / fps, "fps_batch1": fps,

@@ -31,7 +31,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if isinstance(default, bool):
+        if dataclasses.is_dataclass(default):  # a nested config: its fields are flags of their own
+            add_config_flags(parser, type(default))
+        elif isinstance(default, bool):
             parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
                                 help=docs.get(f.name, " "))
         elif isinstance(default, (int, float, str)):
@@ -58,8 +60,15 @@ def _numbers(default: tuple):
 
 
 def config_from_args(cls, args: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
+    """The config `cls` from parsed flags, nested configs built from their own fields' flags."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            values[f.name] = config_from_args(type(default), args)
+        elif f.name in vars(args):
+            values[f.name] = getattr(args, f.name)
+    return cls(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,8 @@ Three substitutions separate the two heads. Each keeps everything of the model's
   those best peaks only: with the ridge gone, what the size head and the peak positions still cost.
   `fp_on_crack` and `fp_off_crack` count the false positives of the measured AP whose centre lies on a crack's box
   (duplicates and fragments) and elsewhere (false alarms on the surface).
+- `ap07_box_nms_{iou}`: the measured detections after box NMS at each IoU of `NMS_IOUS`, a remedy for the ridge that
+  needs no knowledge of the truth (the paper decodes without NMS; `DecodeConfig.nms_iou` turns it on).
 - The size head alone at the true centres: predicted (w, h) read at each crack's label cell, against the truth.
   `wh_corr_pred` is corr(w, h) over the predicted sizes, `wh_corr_true` the same over the true ones: a head that
   collapsed to one aspect ratio has `wh_corr_pred` ≈ 1 whatever the truth says. `size_iou` is the IoU of the two
@@ -22,12 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.ops import nms
 
 from .data import CrackDataset
-from .decode import THRESHOLD, TOP_K, decode
+from .decode import PAPER, DecodeConfig, decode
 from .metrics import match, voc_ap
 from .models import sigmoid_heatmap
 from .runtime import autocast
+
+NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
 
 
 def _nearest(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -61,7 +66,7 @@ def size_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _forward(model, records, batch_size: int, k: int, threshold: float, precision: str):
+def _forward(model, records, batch_size: int, decoding: DecodeConfig, precision: str):
     """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap, unclipped detections) batch by batch, letterboxed as in
     evaluation."""
     ds = CrackDataset(records, model.input_size, train=False)
@@ -71,16 +76,15 @@ def _forward(model, records, batch_size: int, k: int, threshold: float, precisio
         with autocast(device, precision):
             out = model(torch.stack([im for im, _ in items]).to(device))
         heat = sigmoid_heatmap(out["hm"])
-        yield items, out, heat, decode(heat, out["wh"], out.get("reg"), stride=model.stride, k=k, threshold=threshold,
+        yield items, out, heat, decode(heat, out["wh"], out.get("reg"), stride=model.stride, decoding=decoding,
                                        clip=False)
 
 
 @torch.no_grad()
-def outputs(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
-            precision: str = "fp32"):
+def outputs(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER, precision: str = "fp32"):
     """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
     dets, gts, at_centre = [], [], []
-    for items, out, heat, batch_dets in _forward(model, records, batch_size, k, threshold, precision):
+    for items, out, heat, batch_dets in _forward(model, records, batch_size, decoding, precision):
         dets += batch_dets
         wh = out["wh"].float().cpu() * model.stride  # (B, 2, H/s, W/s) in input pixels
         H, W = wh.shape[2:]
@@ -92,15 +96,24 @@ def outputs(model, records, batch_size: int = 32, k: int = TOP_K, threshold: flo
     return dets, gts, at_centre
 
 
+def _box_nms(dets: list[dict], iou: float) -> list[dict]:
+    """Box NMS at `iou` on each image's {boxes (N, 4), scores (N,)} numpy detections, best first."""
+    out = []
+    for d in dets:
+        keep = nms(torch.as_tensor(d["boxes"], dtype=torch.float32), torch.as_tensor(d["scores"], dtype=torch.float32),
+                   iou).numpy()
+        out.append({"boxes": d["boxes"][keep], "scores": d["scores"][keep]})
+    return out
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
-def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: float = THRESHOLD,
-              precision: str = "fp32") -> dict:
+def decompose(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER, precision: str = "fp32") -> dict:
     """AP07 as measured, with the true sizes at the predicted centres, with the predicted sizes at the true centres,
     and the size head against the truth at the true centres (see the module docstring)."""
-    dets, gts, at_centre = outputs(model, records, batch_size, k, threshold, precision)
+    dets, gts, at_centre = outputs(model, records, batch_size, decoding, precision)
     size = model.input_size
     measured, true_wh, true_c, one = [], [], [], []
     one_wh, one_c, one_box = [], [], []  # the best peak per crack, with true sizes, true centres, both
@@ -137,6 +150,7 @@ def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: f
             "ap07_one_per_crack_true_wh": 100 * voc_ap(one_wh, targets).ap,
             "ap07_one_per_crack_true_centre": 100 * voc_ap(one_c, targets).ap,
             "ap07_one_per_crack_true_box": 100 * voc_ap(one_box, targets).ap,
+            **{f"ap07_box_nms_{iou:g}": 100 * voc_ap(_box_nms(measured, iou), targets).ap for iou in NMS_IOUS},
             "fp_on_crack": fp_on, "fp_off_crack": fp_off, "n_gt": int(len(true)),
             "wh_corr_pred": _corr(pred[:, 0], pred[:, 1]), "wh_corr_true": _corr(true[:, 0], true[:, 1]),
             "w_corr": _corr(pred[:, 0], true[:, 0]), "h_corr": _corr(pred[:, 1], true[:, 1]),
@@ -145,14 +159,14 @@ def decompose(model, records, batch_size: int = 32, k: int = TOP_K, threshold: f
 
 
 @torch.no_grad()
-def peak_maps(model, records, k: int = TOP_K, threshold: float = THRESHOLD, precision: str = "fp32") -> list[dict]:
+def peak_maps(model, records, decoding: DecodeConfig = PAPER, precision: str = "fp32") -> list[dict]:
     """§III-A, §IV-C for a few images: the input, the predicted heatmap, the decoded peaks and the truth, to look at.
 
     Per image: `image` (S, S) the letterboxed input (grey, scaled to [0, 1] for display), `heat` (S/s, S/s), `peaks`
     (N, 2) decoded centres and `scores` (N,), `gt` (M, 4) boxes, all in input pixels; `stride` maps them to cells.
     """
     maps = []
-    for items, _, heat, dets in _forward(model, records, 32, k, threshold, precision):
+    for items, _, heat, dets in _forward(model, records, 32, decoding, precision):
         for (x, boxes), h, det in zip(items, heat.float(), dets):
             b = det["boxes"].float().numpy().reshape(-1, 4)
             grey = x.float().mean(0).numpy()  # (S, S)

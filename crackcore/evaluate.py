@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import CrackDataset, load_records
-from .decode import THRESHOLD, TOP_K
+from .decode import PAPER, DecodeConfig
 from .diagnose import decompose
 from .fast import build_route
 from .route import Route, detect_with
@@ -32,21 +32,20 @@ class EvalConfig:
     shift_background_split: str = "shift_background"  # Table II on that family; "" or absent: skipped
     out: str = "results/metrics/modified_aff.json"  # metrics JSON; empty = do not write
     batch_size: int = 32  # images per forward pass
-    k: int = TOP_K  # top-K peaks kept per image (§IV-C)
-    threshold: float = THRESHOLD  # score threshold (§IV-C)
+    decoding: DecodeConfig = PAPER  # §IV-C's decoder: --k, --threshold, --nms-iou
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     limit: int = 0  # evaluate on the first `limit` images of each split only (quick profile); 0 = all
 
 
-def detect(model, images: torch.Tensor, *, k: int = TOP_K, threshold: float = THRESHOLD, precision: str = "fp32",
+def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, precision: str = "fp32",
            clip: bool = True):
     """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image).
 
     `model` is an eager model run in `precision`, or any `crackcore.route.Route` (which brings its own precision).
     """
     route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
-    return detect_with(route, images, k=k, threshold=threshold, clip=clip)
+    return detect_with(route, images, decoding=decoding, clip=clip)
 
 
 def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,21 +59,22 @@ def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, 
     return images, ab
 
 
-def run_split(model, records, *, batch_size: int, k: int, threshold: float, precision: str = "fp32", desc: str = ""):
+def run_split(model, records, *, batch_size: int, decoding: DecodeConfig = PAPER, precision: str = "fp32",
+              desc: str = ""):
     """Detections, ground truths (input pixels) and per-image heatmap maxima for a list of records (model or route)."""
     ds = CrackDataset(records, model.input_size, train=False)
     loader = DataLoader(ds, batch_size, shuffle=False, collate_fn=lambda b: b)
     preds, targets, top = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
         images = torch.stack([img for img, _ in batch])
-        dets, mx = detect(model, images, k=k, threshold=threshold, precision=precision)
+        dets, mx = detect(model, images, decoding=decoding, precision=precision)
         preds += dets
         targets += [{"boxes": b} for _, b in batch]
         top += mx.tolist()
     return preds, targets, np.array(top)
 
 
-def background_table(max_scores: np.ndarray, threshold: float = THRESHOLD) -> dict:
+def background_table(max_scores: np.ndarray, threshold: float = PAPER.threshold) -> dict:
     """Table II: an image is a true negative ("TP" in the paper) when no box scores ≥ threshold."""
     n = int(len(max_scores))
     clean = int((max_scores < threshold).sum())
@@ -89,13 +89,14 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     model, ckpt = load_model(cfg.checkpoint, device=device)
     t0 = time.perf_counter()
     records = load_records(cfg.data, cfg.split)[:cfg.limit or None]
-    preds, targets, _ = run_split(model, records, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,
+    preds, targets, _ = run_split(model, records, batch_size=cfg.batch_size, decoding=cfg.decoding,
                                   precision=precision, desc=f"AP on {cfg.split}" if progress else "")
     ap07 = voc_ap(preds, targets, use_07_metric=True)
     ap_all = voc_ap(preds, targets, use_07_metric=False)
     metrics = {"variant": model.variant, "checkpoint": portable_path(cfg.checkpoint),
                "config": {**asdict(cfg), "checkpoint": portable_path(cfg.checkpoint), "data": portable_path(cfg.data)},
-               "train_config": ckpt.get("config"), "ap07": 100 * ap07.ap, "ap_all": 100 * ap_all.ap,
+               "train_config": ckpt.get("config"), "restored_from": ckpt.get("restored_from"),  # a published fp16 copy
+               "ap07": 100 * ap07.ap, "ap_all": 100 * ap_all.ap,
                "n_images": len(records), "n_gt": ap07.n_gt, "n_det": ap07.n_det,
                "pr_curve": {"precision": ap07.precision, "recall": ap07.recall, "scores": ap07.scores},
                # per-image boxes in the image's own pixels (the letterbox scale undone); AP is scale-invariant
@@ -103,16 +104,16 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                               "scores": p["scores"].numpy().round(4), "gt": (t["boxes"].numpy() / sc).round(2)}
                              for r, p, t in zip(records, preds, targets)
                              for sc in [model.input_size / max(r.width, r.height)]]}
-    metrics["diagnosis"] = {cfg.split: decompose(model, records, cfg.batch_size, cfg.k, cfg.threshold, precision)}
+    metrics["diagnosis"] = {cfg.split: decompose(model, records, cfg.batch_size, cfg.decoding, precision)}
     if cfg.train_split:
         train_records = load_records(cfg.data, cfg.train_split)[:cfg.limit or None]
-        metrics["diagnosis"][cfg.train_split] = decompose(model, train_records, cfg.batch_size, cfg.k, cfg.threshold,
+        metrics["diagnosis"][cfg.train_split] = decompose(model, train_records, cfg.batch_size, cfg.decoding,
                                                           precision)
     if cfg.background_split:
         bg = load_records(cfg.data, cfg.background_split)[:cfg.limit or None]
-        _, _, top = run_split(model, bg, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,
+        _, _, top = run_split(model, bg, batch_size=cfg.batch_size, decoding=cfg.decoding,
                               precision=precision, desc=f"Table II on {cfg.background_split}" if progress else "")
-        metrics["background"] = background_table(top, cfg.threshold)
+        metrics["background"] = background_table(top, cfg.decoding.threshold)
         metrics["background_max_scores"] = top.round(5)
         metrics["background_files"] = [portable_path(r.path) for r in bg]
     shift = {}
@@ -121,10 +122,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             shift[f"{name}_skipped"] = f"no {split}.json in {portable_path(cfg.data)}"
         elif split:
             recs = load_records(cfg.data, split)[:cfg.limit or None]
-            p, t, top = run_split(model, recs, batch_size=cfg.batch_size, k=cfg.k, threshold=cfg.threshold,
+            p, t, top = run_split(model, recs, batch_size=cfg.batch_size, decoding=cfg.decoding,
                                   precision=precision, desc=f"domain shift: {split}" if progress else "")
             shift.update({"ap07": 100 * voc_ap(p, t, use_07_metric=True).ap, "n_images": len(recs)} if name == "ap"
-                         else {"background": background_table(top, cfg.threshold)})
+                         else {"background": background_table(top, cfg.decoding.threshold)})
     if shift:
         metrics["shift"] = shift
     metrics["seconds"] = time.perf_counter() - t0

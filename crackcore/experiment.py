@@ -167,7 +167,8 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
     ckpt_fp = file_sha256(ckpt)[:16]
     if out.exists():
         m = json.loads(out.read_text())
-        if m.get("checkpoint_sha") == ckpt_fp and "diagnosis" in m:  # metrics from before the diagnosis: redo
+        # metrics from before the diagnosis, or before its box-NMS columns, are redone
+        if m.get("checkpoint_sha") == ckpt_fp and "ap07_box_nms_0.5" in m.get("diagnosis", {}).get("test", {}):
             return m
     cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision)
     m = evaluate(cfg, progress=progress)

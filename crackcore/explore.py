@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .data import load_records, read_image
-from .decode import decode
+from .decode import DecodeConfig, decode
 from .labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma
 from .metrics import box_iou
 from .synth import SPLITS, generate
@@ -204,7 +204,7 @@ def label_frame(samples, settings, min_overlap: float = 0.3, sigma_rule: str = "
             for i in range(k):  # one by one: where two centres share a cell, the later box wins, as in a batch
                 wh[0, :, t["ind"][i]], reg[0, :, t["ind"][i]] = t["wh"][i], t["reg"][i]
             dets = decode(hm, wh.view(1, 2, n, n), reg.view(1, 2, n, n) if stride > 1 else None, stride=stride,
-                          k=max(k, 1), threshold=0.999)[0]["boxes"].numpy() * (size / input_size)
+                          decoding=DecodeConfig(k=max(k, 1), threshold=0.999))[0]["boxes"].numpy() * (size / input_size)
             best = box_iou(smp.boxes, dets).max(1) if len(dets) else np.zeros(len(smp.boxes))
             cells = set()
             for j, (x1, y1, x2, y2) in enumerate(np.asarray(smp.boxes, np.float64) * (input_size / size) / stride):

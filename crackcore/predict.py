@@ -17,7 +17,7 @@ from torchvision.ops import nms
 from tqdm import tqdm
 
 from .data import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
-from .decode import THRESHOLD, TOP_K
+from .decode import PAPER, DecodeConfig
 from .fast import CALIBRATED, auto_route, build_route
 from .route import Route, detect_with
 from .runtime import load_model, pick_device, pick_precision, save_json
@@ -29,8 +29,7 @@ class PredictConfig:
 
     checkpoint: str = "runs/modified_aff/model.pt"  # a crackcore model.pt
     out: str = "predictions"  # folder for predictions.json, predictions.csv and annotated/
-    k: int = TOP_K  # top-K peaks per tile (§IV-C)
-    threshold: float = THRESHOLD  # score threshold (§IV-C)
+    decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
     batch_size: int = 64  # tiles per forward pass, gathered across images
@@ -123,7 +122,7 @@ def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
         dets = []
         for chunk in batch.split(cfg.batch_size):
             # clip=False: a crack reaching past its tile keeps its full box
-            dets += detect_with(route, chunk, k=cfg.k, threshold=cfg.threshold, clip=False)[0]
+            dets += detect_with(route, chunk, decoding=cfg.decoding, clip=False)[0]
         for i, image, t, origins, shape in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
             det = merge_tiles(mine, origins, *shape, tile, cfg)

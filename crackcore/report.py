@@ -185,6 +185,7 @@ def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "
                    "ap07_one_per_crack": d.get("ap07_one_per_crack", np.nan),
                    **{f"ap07_one_per_crack_{s}": d.get(f"ap07_one_per_crack_{s}", np.nan)
                       for s in ("true_wh", "true_centre", "true_box")},
+                   **{c: v for c, v in d.items() if c.startswith("ap07_box_nms_")},
                    "fp_on_crack": d.get("fp_on_crack", np.nan), "fp_off_crack": d.get("fp_off_crack", np.nan),
                    "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
                    "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock
 
-from .decode import THRESHOLD, TOP_K, decode
+from .decode import PAPER, DecodeConfig, decode
 from .models import sigmoid_heatmap
 
 
@@ -45,11 +45,11 @@ class Route:
         return {k: v.float() for k, v in out.items()}  # bf16/int8 routes hand back fp32, as the eager model does
 
 
-def detect_with(route, images: torch.Tensor, *, k: int = TOP_K, threshold: float = THRESHOLD, clip: bool = True):
+def detect_with(route, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, clip: bool = True):
     """`evaluate.detect` for any route (§IV-C): returns (detections per image, heatmap max per image)."""
     out = route(images)
     heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
-    dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, k=k, threshold=threshold, clip=clip)
+    dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, decoding=decoding, clip=clip)
     return dets, heat.amax(dim=(1, 2, 3)).cpu()
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from crackcore.decode import DecodeConfig
 from crackcore.cli import main
 from crackcore.data import load_records
 from crackcore.fast import build_route
@@ -124,6 +125,19 @@ def test_tuple_knobs_are_flags(tmp_path, capsys):
     assert e.value.code == 2 and "expected 2 comma-separated numbers" in capsys.readouterr().err
 
 
+def test_nested_decoder_flags_build_the_decode_config(capsys):
+    from crackcore.cli import build_parser, config_from_args
+    from crackcore.evaluate import EvalConfig
+    from crackcore.predict import PredictConfig
+    args = build_parser().parse_args(["evaluate", "--k", "5", "--nms-iou", "0.5", "--split", "val"])
+    cfg = config_from_args(EvalConfig, args)
+    assert cfg.decoding == DecodeConfig(k=5, threshold=0.1, nms_iou=0.5) and cfg.split == "val"
+    args = build_parser().parse_args(["predict", "x.png", "--threshold", "0.3"])
+    assert config_from_args(PredictConfig, args).decoding == DecodeConfig(threshold=0.3)
+    assert main(["predict", "x.png", "--threshold", "1.5"]) == 2  # checked before any file is read
+    assert "threshold is a probability" in capsys.readouterr().err
+
+
 def test_bad_flag_value_exits_2():
     with pytest.raises(SystemExit) as e:
         main(["train", "--epochs", "many"])
@@ -162,13 +176,13 @@ def test_predict_large_image_finds_planted_crack_in_image_coordinates():
     img = np.full((250, 333, 3), 230, np.uint8)
     img[141:147, 200:212] = 40  # planted dark streak centred at (206, 144), across a tile seam
     route = build_route("fp32", DarkSpotDetector())
-    det = predict_image(route, img, PredictConfig(threshold=0.5))
+    det = predict_image(route, img, PredictConfig(decoding=DecodeConfig(threshold=0.5)))
     assert len(det["boxes"]) == 1  # duplicates from overlapping tiles merged
     x1, y1, x2, y2 = det["boxes"][0].tolist()
     assert abs((x1 + x2) / 2 - 206) <= 1 and abs((y1 + y2) / 2 - 144) <= 1
     small = np.full((40, 50, 3), 230, np.uint8)
     small[10:16, 28:36] = 30
-    d = predict_image(route, small, PredictConfig(threshold=0.5))
+    d = predict_image(route, small, PredictConfig(decoding=DecodeConfig(threshold=0.5)))
     assert len(d["boxes"]) >= 1 and d["boxes"][:, 0::2].max() <= 50 and d["boxes"][:, 1::2].max() <= 40
     centres = (d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2  # one tile: the paper's decoder, no merging
     assert ((centres - torch.tensor([32.0, 13.0])).abs() <= 4).all()
@@ -181,7 +195,7 @@ def test_predict_batches_tiles_across_images_without_mixing_them():
         img = np.full((200, 120, 3) if i == 2 else (80, 80, 3), 230, np.uint8)
         img[10 + 10 * i:16 + 10 * i, 40:48] = 30  # each image's streak in its own place
         images.append(img)
-    cfg = PredictConfig(threshold=0.5, batch_size=3)
+    cfg = PredictConfig(decoding=DecodeConfig(threshold=0.5), batch_size=3)
     batched = list(predict_images(route, images, cfg))
     assert [i for i, _, _ in batched] == list(range(5))
     for (i, _, det), img in zip(batched, images):

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crackcore.decode import decode
+from crackcore.decode import DecodeConfig, decode
 
 
 def test_decode_hand_example():
@@ -43,7 +43,7 @@ def test_decode_top_k_and_batch():
     for i in range(6):  # six isolated peaks in image 0
         heat[0, 0, 2 * (i // 3) * 2, (i % 3) * 4] = 0.2 + 0.1 * i
     wh = torch.ones(2, 2, 12, 12)
-    out = decode(heat, wh, k=4)
+    out = decode(heat, wh, decoding=DecodeConfig(k=4))
     assert out[0]["scores"].tolist() == pytest.approx([0.7, 0.6, 0.5, 0.4])
     assert len(out[1]["boxes"]) == 0 and out[1]["boxes"].shape == (0, 4)
 
@@ -75,6 +75,29 @@ def test_decode_boxes_are_never_inverted(seed, stride, clip, with_reg):
     heat = torch.rand(2, 1, 6, 7, generator=g)
     wh = torch.randn(2, 2, 6, 7, generator=g) * 4  # about half the sizes negative
     reg = torch.rand(2, 2, 6, 7, generator=g) if with_reg else None
-    for out in decode(heat, wh, reg, stride=stride, k=10, threshold=0.0, clip=clip):
+    for out in decode(heat, wh, reg, stride=stride, decoding=DecodeConfig(k=10, threshold=0.0), clip=clip):
         b = out["boxes"]  # (N, 4)
         assert len(b) and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+
+
+def test_decode_box_nms_drops_a_ridge_duplicate_above_its_iou():
+    # Two peaks 4 cells apart along one vertical crack, both 2 × 20: unclipped boxes (1.5, -7.5, 3.5, 12.5) and
+    # (1.5, -3.5, 3.5, 16.5) share 2 × 16 = 32 of 40 + 40 − 32 = 48 px: IoU 2/3.
+    heat = torch.zeros(1, 1, 10, 10)
+    heat[0, 0, 2, 2], heat[0, 0, 6, 2] = 0.9, 0.8
+    wh = torch.zeros(1, 2, 10, 10)
+    wh[0, :, 2, 2] = wh[0, :, 6, 2] = torch.tensor([2.0, 20.0])
+    both = decode(heat, wh, clip=False)[0]  # the paper's decoder: no NMS
+    assert both["scores"].tolist() == pytest.approx([0.9, 0.8])
+    kept = decode(heat, wh, decoding=DecodeConfig(nms_iou=0.7), clip=False)[0]  # 2/3 < 0.7: both stay
+    assert kept["scores"].tolist() == pytest.approx([0.9, 0.8])
+    one = decode(heat, wh, decoding=DecodeConfig(nms_iou=0.5), clip=False)[0]  # 2/3 > 0.5: the weaker goes
+    assert one["scores"].tolist() == pytest.approx([0.9]) and one["boxes"][0].tolist() == pytest.approx(
+        [1.5, -7.5, 3.5, 12.5])
+
+
+@pytest.mark.parametrize("bad", [{"k": 0}, {"threshold": 1.5}, {"threshold": -0.1}, {"nms_iou": 1.0},
+                                 {"nms_iou": -0.2}])
+def test_decode_config_rejects_impossible_knobs(bad):
+    with pytest.raises(ValueError):
+        DecodeConfig(**bad)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from crackcore import diagnose
+from crackcore.decode import DecodeConfig
 
 
 def test_owner_is_the_box_holding_the_centre():
@@ -50,6 +51,23 @@ def test_one_peak_per_crack_and_false_positive_split(monkeypatch):
     assert d["ap07_one_per_crack_true_box"] == pytest.approx(100.0)
 
 
+def test_box_nms_removes_a_duplicate_that_outscores_another_crack(monkeypatch):
+    # Two cracks; the first is found twice (the duplicate overlaps the hit by 70/80 = 0.875) and the duplicate
+    # scores above the second crack's hit. Measured: TP, FP, TP → 11-point AP07 = (6 · 1 + 5 · 2/3) / 11 = 84.85.
+    # Box NMS at any of 0.3, 0.5, 0.7 drops the duplicate: TP, TP → 100.
+    gt = [[39, 0, 41, 80], [10, 30, 30, 34]]
+    boxes = [[39, 0, 41, 80], [39, 5, 41, 75], [10, 30, 30, 34]]
+    fake = _Heads(boxes, [0.9, 0.8, 0.7], gt)
+    monkeypatch.setattr(diagnose, "outputs",
+                        lambda *a, **k: (fake.dets, fake.gts, [np.array([[2.0, 80.0], [20.0, 4.0]])]))
+
+    class Model:
+        input_size = 80
+    d = diagnose.decompose(Model(), records=None)
+    assert d["ap07"] == pytest.approx(100 * (6 + 5 * 2 / 3) / 11)
+    assert [d[f"ap07_box_nms_{iou:g}"] for iou in diagnose.NMS_IOUS] == pytest.approx([100.0] * 3)
+
+
 def test_one_peak_per_crack_substitutions_move_the_kept_peak_only(monkeypatch):
     # The best peak sits 3 px beside the middle of an 8 × 40 crack with the right size: IoU 200/440 = 0.45 (a miss)
     # until it is moved to the crack's centre; its duplicate further along (centre on the crack too) is dropped
@@ -81,7 +99,7 @@ def test_peak_maps_put_image_heatmap_peaks_and_truth_in_one_frame(variant, tiny_
     torch.manual_seed(0)
     model = build_model(variant).eval()
     records = [r for r in load_records(tiny_data, "test") if len(r.boxes)][:2]
-    maps = diagnose.peak_maps(model, records, threshold=0.0)  # an untrained model's peaks all pass a zero threshold
+    maps = diagnose.peak_maps(model, records, DecodeConfig(threshold=0.0))  # an untrained model's peaks all pass a zero threshold
     S, s = model.input_size, model.stride
     for m, r in zip(maps, records):
         assert m["image"].shape == (S, S) and 0 <= m["image"].min() and m["image"].max() <= 1

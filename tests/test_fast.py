@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from crackcore.decode import DecodeConfig
 from crackcore.evaluate import detect
 from crackcore.fast import FP32_EXACT, ROUTES, build_route, route_names
 from crackcore.route import detect_with, fold_bn
@@ -110,8 +111,8 @@ def test_approximate_routes_stay_close(case, name):
 
 def test_detect_with_is_evaluate_detect(case):
     m, x, _, _ = case
-    want, want_max = detect(m, x, k=10, threshold=0.0)
-    got, got_max = detect_with(build_route("fp32", m), x, k=10, threshold=0.0)
+    want, want_max = detect(m, x, decoding=DecodeConfig(k=10, threshold=0.0))
+    got, got_max = detect_with(build_route("fp32", m), x, decoding=DecodeConfig(k=10, threshold=0.0))
     torch.testing.assert_close(got_max, want_max, atol=0, rtol=0)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
@@ -154,8 +155,8 @@ def blob_detector() -> nn.Module:
 def test_every_route_decodes_the_easy_case_alike(name):
     m = blob_detector()
     route = build(name, m, torch.cat([blob_images(2, s) for s in (-3, 0, 3)]), 48)
-    want, _ = detect_with(build_route("fp32", m), blob_images(), k=20, threshold=0.1)
-    got, _ = detect_with(route, blob_images(), k=20, threshold=0.1)
+    want, _ = detect_with(build_route("fp32", m), blob_images())
+    got, _ = detect_with(route, blob_images())
     for a, b in zip(got, want):
         assert len(b["boxes"]) == len(BLOBS)  # the construction works: one box per blob, nothing else
         centres = lambda d: ((d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2).round()  # noqa: E731

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from crackcore.decode import DecodeConfig
 from crackcore.data import letterbox, load_records, read_image, training_scale, write_coco
 from crackcore.evaluate import run_split
 from crackcore.fast import build_route
@@ -36,8 +37,8 @@ def test_predict_and_evaluate_return_identical_boxes_on_an_80px_patch(variant, t
         torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # distinct scores: a fresh head is flat
     records = load_records(tiny_data, "test")[:2]
     scale = INPUT_SIZE[variant] / 80  # what training on 80 px patches records
-    preds, _, _ = run_split(model, records, batch_size=2, k=20, threshold=0.0)
-    cfg = PredictConfig(k=20, threshold=0.0, route="fp32")
+    preds, _, _ = run_split(model, records, batch_size=2, decoding=DecodeConfig(threshold=0.0))
+    cfg = PredictConfig(decoding=DecodeConfig(threshold=0.0), route="fp32")
     route = build_route("fp32", model)
     for r, p in zip(records, preds):
         det = predict_image(route, read_image(r.path), cfg, scale)
@@ -58,7 +59,7 @@ def test_predict_on_a_mosaic_finds_the_cracks_of_its_patches(tiny_data):
     model, state = load_model(ckpt)
     records = (load_records(tiny_data, "train") + load_records(tiny_data, "test"))[:9]
     # k=200: top-K must not bind, so that the peaks of each tile are all kept, as they are for each lone patch.
-    route, cfg = build_route("fp32", model), PredictConfig(k=200, overlap=0)
+    route, cfg = build_route("fp32", model), PredictConfig(decoding=DecodeConfig(k=200), overlap=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # older checkpoints record no scale; trained on 80 px patches it is 1
         scale = checkpoint_scale(state, model.variant)
@@ -117,8 +118,8 @@ def test_model_trained_on_large_photographs_is_evaluated_and_predicted_at_one_ge
     model, state = load_model(train(cfg, progress=False) / "model.pt")
     assert state["geometry"] == {"input_size": 80, "scale": 0.5}
     scale = checkpoint_scale(state, model.variant)
-    preds, _, _ = run_split(model, big[:2], batch_size=2, k=20, threshold=0.0)
+    preds, _, _ = run_split(model, big[:2], batch_size=2, decoding=DecodeConfig(threshold=0.0))
     route = build_route("fp32", model)
     for r, p in zip(big[:2], preds):
-        det = predict_image(route, read_image(r.path), PredictConfig(threshold=0.0, route="fp32"), scale)
+        det = predict_image(route, read_image(r.path), PredictConfig(decoding=DecodeConfig(threshold=0.0), route="fp32"), scale)
         assert_same_detections(det, p["boxes"] / 0.5, p["scores"], atol=1e-3)

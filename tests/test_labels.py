@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
 
-from crackcore.decode import decode
+from crackcore.decode import DecodeConfig, decode
 from crackcore.labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma
 
 
@@ -143,7 +143,7 @@ def test_round_trip_stride4_with_offsets_is_exact(data):
     assume(far_apart(boxes, 12))  # peaks closer than the 3×3 max-pool window cannot both survive
     t = encode(boxes, (24, 24), stride=4)
     wh, reg = targets_to_maps(t, 24, 24)
-    out = decode(t["heatmap"][None], wh, reg, stride=4, k=20, threshold=0.99)[0]
+    out = decode(t["heatmap"][None], wh, reg, stride=4, decoding=DecodeConfig(threshold=0.99))[0]
     assert len(out["boxes"]) == len(boxes)
     for b in boxes:
         assert max(iou(b, o.tolist()) for o in out["boxes"]) > 0.999
@@ -163,7 +163,7 @@ def test_round_trip_stride1(data):
     assume(far_apart(boxes, 3))
     t = encode(boxes, (80, 80), stride=1)
     wh, _ = targets_to_maps(t, 80, 80)
-    out = decode(t["heatmap"][None], wh, None, stride=1, threshold=0.99)[0]
+    out = decode(t["heatmap"][None], wh, None, stride=1, decoding=DecodeConfig(threshold=0.99))[0]
     assert len(out["boxes"]) == n
     for b in boxes:
         assert max(iou(b, o.tolist()) for o in out["boxes"]) > 0.99
@@ -172,7 +172,7 @@ def test_round_trip_stride1(data):
     fb += [fb[0] + data.draw(st.floats(3, 30)), fb[1] + data.draw(st.floats(3, 30))]
     t = encode([fb], (80, 80))
     wh, _ = targets_to_maps(t, 80, 80)
-    o = decode(t["heatmap"][None], wh, None, threshold=0.99)[0]["boxes"][0].tolist()
+    o = decode(t["heatmap"][None], wh, None, decoding=DecodeConfig(threshold=0.99))[0]["boxes"][0].tolist()
     if fb[2] < 80 and fb[3] < 80:
         assert abs((o[0] + o[2]) - (fb[0] + fb[2])) / 2 <= 0.5 + 1e-5
         assert abs((o[2] - o[0]) - (fb[2] - fb[0])) < 1e-4 or o[0] == 0
