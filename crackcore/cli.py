@@ -72,12 +72,12 @@ def config_from_args(cls, args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bench import BenchConfig
-    from .evaluate import EvalConfig
-    from .export import ExportConfig
-    from .predict import PredictConfig
-    from .synth import SynthConfig
-    from .train import TrainConfig
+    from .data.synth import SynthConfig
+    from .engine.evaluate import EvalConfig
+    from .engine.train import TrainConfig
+    from .inference.onnx_export import ExportConfig
+    from .inference.predict import PredictConfig
+    from .measure.bench import BenchConfig
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="crackcore", description="Modified CenterNet for crack detection on sanitary "
@@ -105,21 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int | None:
     if args.command == "synth":
-        from .synth import SynthConfig
-        from .synth_files import write_dataset
+        from .data.synth import SynthConfig
+        from .data.synth_files import write_dataset
         write_dataset(Path(args.out), config_from_args(SynthConfig, args))
     elif args.command == "train":
-        from .train import TrainConfig, train
+        from .engine.train import TrainConfig, train
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         cfg = config_from_args(TrainConfig, args)
         if distributed:
-            from .distributed import train_distributed
+            from .engine.distributed import train_distributed
             train_distributed(cfg, resume=args.resume)
         else:
             out = train(cfg, resume=args.resume)
             print(f"trained {cfg.variant}: {out / 'model.pt'}")
     elif args.command == "evaluate":
-        from .evaluate import EvalConfig, evaluate
+        from .engine.evaluate import EvalConfig, evaluate
         m = evaluate(config_from_args(EvalConfig, args))
         line = f"{m['variant']}: AP07 {m['ap07']:.2f}  AP(all-point) {m['ap_all']:.2f}"
         if "background" in m:
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int | None:
             line += f"  backgrounds without a box {bg['no_box']}/{bg['images']} ({bg['accuracy']:.2f}%)"
         print(line)
     elif args.command == "predict":
-        from .predict import PredictConfig, predict
+        from .inference.predict import PredictConfig, predict
         res = predict(config_from_args(PredictConfig, args), args.inputs)
         n = sum(map(len, res["images"].values()))
         print(f"{n} detections in {len(res['images'])} images (route {res['route']}) → {args.out}")
@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> int | None:
         if res["errors"]:
             return EXIT_USAGE
     elif args.command == "export":
-        from .export import ExportConfig, export
+        from .inference.onnx_export import ExportConfig, export
         print(f"wrote {export(config_from_args(ExportConfig, args))}")
     elif args.command == "bench":
-        from .bench import BenchConfig, bench, summary
+        from .measure.bench import BenchConfig, bench, summary
         cfg = config_from_args(BenchConfig, args)
         results = bench(cfg)
         if cfg.out:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int | None:
 
 def write_readme(text: str, readme: Path | None = None) -> None:
     """Replace the README's text between `<!-- bench:start -->` and `<!-- bench:end -->` (`bench --readme`)."""
-    from .runtime import ROOT
+    from .storage import ROOT
 
     readme = readme or ROOT / "README.md"
     s = readme.read_text()
@@ -165,8 +165,8 @@ def write_readme(text: str, readme: Path | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2 (predict: one per unreadable input); success exits 0."""
-    from .data import DataError
-    from .runtime import CheckpointError
+    from .data.dataset import DataError
+    from .storage import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

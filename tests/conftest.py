@@ -12,8 +12,8 @@ torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", 2))))
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """8 training, 4 test and 4 background images from the real generator (a prefix of the paper's splits)."""
-    from crackcore.synth import SynthConfig
-    from crackcore.synth_files import write_dataset
+    from crackcore.data.synth import SynthConfig
+    from crackcore.data.synth_files import write_dataset
 
     root = tmp_path_factory.mktemp("synth")
     write_dataset(root, dataclasses.replace(SynthConfig(), n_train=8, n_test=4, n_background=4, n_shift=4,

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from crackcore.bench import BenchConfig, bench, host_row, record_host
 from crackcore.cli import main, write_readme
-from crackcore.fast import ROUTES
-from crackcore.route import RouteUnavailable
-from crackcore.limits import conv_gflops, conv_inputs, inference_limit_fps
+from crackcore.inference.route import RouteUnavailable
+from crackcore.inference.routes import ROUTES
+from crackcore.measure.bench import BenchConfig, bench, host_row, record_host
+from crackcore.measure.bench_tables import bench_tables
+from crackcore.measure.conv_limit import conv_gflops, conv_inputs, inference_limit_fps
 from crackcore.models import build_model, model_stats
-from crackcore.report import bench_tables
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from crackcore.decode import DecodeConfig
 from crackcore.cli import main
-from crackcore.data import load_records
-from crackcore.fast import build_route
-from crackcore.predict import PredictConfig, predict_image, predict_images, tile_origins
+from crackcore.data.dataset import load_records
+from crackcore.decode import DecodeConfig
+from crackcore.inference.predict import PredictConfig, predict_image, predict_images, tile_origins
+from crackcore.inference.routes import build_route
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,8 +127,8 @@ def test_tuple_knobs_are_flags(tmp_path, capsys):
 
 def test_nested_decoder_flags_build_the_decode_config(capsys):
     from crackcore.cli import build_parser, config_from_args
-    from crackcore.evaluate import EvalConfig
-    from crackcore.predict import PredictConfig
+    from crackcore.engine.evaluate import EvalConfig
+    from crackcore.inference.predict import PredictConfig
     args = build_parser().parse_args(["evaluate", "--k", "5", "--nms-iou", "0.5", "--split", "val"])
     cfg = config_from_args(EvalConfig, args)
     assert cfg.decoding == DecodeConfig(k=5, threshold=0.1, nms_iou=0.5) and cfg.split == "val"
@@ -136,6 +136,19 @@ def test_nested_decoder_flags_build_the_decode_config(capsys):
     assert config_from_args(PredictConfig, args).decoding == DecodeConfig(threshold=0.3)
     assert main(["predict", "x.png", "--threshold", "1.5"]) == 2  # checked before any file is read
     assert "threshold is a probability" in capsys.readouterr().err
+
+
+def test_nested_training_flags_build_the_augmentation_and_loss_configs():
+    from crackcore.cli import build_parser, config_from_args
+    from crackcore.data.transforms import AugmentConfig
+    from crackcore.engine.train import TrainConfig
+    from crackcore.losses import LossConfig
+    args = build_parser().parse_args(["train", "--no-augment", "--crop-scale", "0.5,0.9", "--alpha", "3",
+                                      "--wh-weight", "0.2", "--epochs", "7"])
+    cfg = config_from_args(TrainConfig, args)
+    assert cfg.augmentation == AugmentConfig(augment=False, crop_scale=(0.5, 0.9))
+    assert cfg.loss == LossConfig(alpha=3.0, wh_weight=0.2) and cfg.epochs == 7
+    assert config_from_args(TrainConfig, build_parser().parse_args(["train"])) == TrainConfig()
 
 
 def test_bad_flag_value_exits_2():
@@ -219,7 +232,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
 
 
 def test_fusion_weights_are_a_softmax_pair_per_pixel(tiny_data):
-    from crackcore.evaluate import fusion_weights
+    from crackcore.engine.evaluate import fusion_weights
     from crackcore.models import build_model
 
     records = load_records(tiny_data, "test")

@@ -1,9 +1,9 @@
-"""Where AP goes (crackcore.diagnose): the one-peak-per-crack substitution and the split of false positives, by hand."""
+"""Where AP goes (engine.diagnose): the one-peak-per-crack substitution and the split of false positives, by hand."""
 import numpy as np
 import pytest
 
-from crackcore import diagnose
 from crackcore.decode import DecodeConfig
+from crackcore.engine import diagnose
 
 
 def test_owner_is_the_box_holding_the_centre():
@@ -92,8 +92,8 @@ def test_peak_maps_put_image_heatmap_peaks_and_truth_in_one_frame(variant, tiny_
     matplotlib.use("Agg")
     import torch
 
-    from crackcore import plots
-    from crackcore.data import load_records
+    from crackcore.study import plots
+    from crackcore.data.dataset import load_records
     from crackcore.models import build_model
 
     torch.manual_seed(0)

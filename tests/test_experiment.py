@@ -4,12 +4,15 @@ import json
 
 import pytest
 
-import crackcore.experiment as ex
+import crackcore.study.experiment as ex
+from crackcore.engine.train import TrainConfig
+
+ONE_EPOCH = TrainConfig(epochs=1, lr_drop_epoch=1, precision="fp32")
 
 
 @pytest.fixture()
 def profile(tmp_path):
-    return ex.Profile("t", 4, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    return ex.Profile("t", 4, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
 
 
 def test_ensure_data_is_idempotent_and_regenerates_on_change(profile, monkeypatch):
@@ -51,12 +54,13 @@ def test_overridden_settings_train_in_their_own_folder(profile):
 
 
 def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
-    from crackcore import data, evaluate, train
+    from crackcore.data import dataset
+    from crackcore.engine import evaluate, train
 
-    profile = ex.Profile("t", 10, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
     read = []
-    real_load = data.load_records
-    for module in (data, evaluate, train):  # every reader of annotation files on the calibration's path
+    real_load = dataset.load_records
+    for module in (dataset, evaluate, train):  # every reader of annotation files on the calibration's path
         monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
                             real_load(src, split, **kw))
     r = ex.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)
@@ -79,7 +83,7 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
 def test_publish_checkpoint_is_half_precision_and_rewrites_only_new_weights(profile):
     import torch
 
-    from crackcore.runtime import load_checkpoint, load_model
+    from crackcore.storage import load_checkpoint, load_model
 
     ckpt = ex.ensure_trained(profile, "modified", progress=False)
     out = ex.publish_checkpoint(profile, "modified")
@@ -118,7 +122,7 @@ def test_radius_rule_keeps_the_literal_reading_unless_beaten_by_more_than_one_po
 
 
 def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
-    profile = ex.Profile("t", 10, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
     r = ex.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
     assert r["key"]["wh_init"] == "mean" and r["key"]["epochs"] == 1
     assert {"ap07", "ap07_true_wh", "ap07_true_centre", "wh_corr_pred", "size_iou_median"} <= set(r["val"])
@@ -132,8 +136,8 @@ def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
 def test_a_fresh_clone_restores_the_published_checkpoint_instead_of_training(profile, monkeypatch):
     import torch
 
-    from crackcore import train as train_module
-    from crackcore.runtime import load_checkpoint
+    from crackcore.engine import train as train_module
+    from crackcore.storage import load_checkpoint
 
     ckpt = ex.ensure_trained(profile, "modified", progress=False)
     history = (ckpt.parent / "history.jsonl").read_text()
@@ -158,7 +162,7 @@ def test_a_published_checkpoint_of_other_settings_is_not_restored(profile, monke
     real = ex.train_config
     monkeypatch.setattr(ex, "train_config", lambda *a, **k: dataclasses.replace(real(*a, **k), wh_scale=8.0))
     again = ex.ensure_trained(profile, "modified", progress=False)  # trained here, with its own settings
-    from crackcore.runtime import load_checkpoint
+    from crackcore.storage import load_checkpoint
 
     state = load_checkpoint(again, "modified")
     assert "restored_from" not in state and state["config"]["wh_scale"] == 8.0
@@ -174,8 +178,8 @@ def test_the_training_seed_does_not_change_the_data(profile):
 
 @pytest.mark.slow
 def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile):
-    from crackcore import plots
-    from crackcore.report import budget_table
+    from crackcore.study import plots
+    from crackcore.study.tables import budget_table
 
     r = ex.budget_curve(profile, "modified", budgets=(1, 2), progress=False)
     assert set(r["budgets"]) == {"1", "2"}

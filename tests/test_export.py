@@ -7,18 +7,18 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from crackcore.decode import decode  # noqa: E402
-from crackcore.export import ExportConfig, calibration_images, export  # noqa: E402
-from crackcore.route import detect_with  # noqa: E402
-from crackcore.export import OnnxRoute  # noqa: E402
-from crackcore.models import build_model, sigmoid_heatmap  # noqa: E402
-from crackcore.runtime import CheckpointError, provenance, save_checkpoint  # noqa: E402
+from crackcore.decode import decode
+from crackcore.inference.onnx_export import ExportConfig, calibration_images, export
+from crackcore.inference.onnx_export import OnnxRoute
+from crackcore.inference.route import detect_with
+from crackcore.models import build_model, sigmoid_heatmap
+from crackcore.storage import CheckpointError, provenance, save_checkpoint
 
 SIZE = {"modified_aff": 80, "centernet_r18": 128}
 
 
 def checkpoint(tmp_path, variant: str):
-    """A random-weight model saved as `crackcore.train` saves model.pt; its heads re-initialised so outputs vary.
+    """A random-weight model saved as `crackcore.engine.train` saves model.pt; its heads re-initialised so outputs vary.
 
     The heads' std-0.001 init would make the heatmap flat (every score within ~1e-5 of the others: decoding order
     would hinge on rounding), and the hm bias of +1 puts many peaks above the 0.1 threshold, so boxes get compared.

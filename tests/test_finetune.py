@@ -1,16 +1,19 @@
-"""Your own photographs (crackcore.finetune): the stand-in photo set and the label-curve table."""
+"""Your own photographs (crackcore.study.finetune): the stand-in photo set and the label-curve table."""
 import json
 
 import pytest
 
-from crackcore.data import load_records
-from crackcore.experiment import Profile
-from crackcore.finetune import PHOTO_SEED, SIZES, TEST_SIZE, curve_table, photo_set
+from crackcore.data.dataset import load_records
+from crackcore.engine.train import TrainConfig
+from crackcore.study.experiment import Profile
+from crackcore.study.finetune import PHOTO_SEED, SIZES, TEST_SIZE, curve_table, photo_set
+
+ONE_EPOCH = TrainConfig(epochs=1, lr_drop_epoch=1, precision="fp32")
 
 
 @pytest.fixture()
 def quick_profile(tmp_path):
-    return Profile("quick", 4, 2, 2, 1, 1, "fp32", tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    return Profile("quick", 4, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
 
 
 def test_photo_set_is_the_held_out_family_with_another_seed(quick_profile):

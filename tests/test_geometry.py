@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from crackcore.data.dataset import letterbox, load_records, read_image, training_scale, write_coco
 from crackcore.decode import DecodeConfig
-from crackcore.data import letterbox, load_records, read_image, training_scale, write_coco
-from crackcore.evaluate import run_split
-from crackcore.fast import build_route
+from crackcore.engine.evaluate import run_split
+from crackcore.engine.train import TrainConfig, train
+from crackcore.inference.predict import PredictConfig, checkpoint_scale, predict_image
+from crackcore.inference.routes import build_route
 from crackcore.metrics import box_iou
 from crackcore.models import INPUT_SIZE, VARIANTS, build_model
-from crackcore.predict import PredictConfig, checkpoint_scale, predict_image
-from crackcore.runtime import load_model
-from crackcore.train import TrainConfig, train
+from crackcore.storage import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

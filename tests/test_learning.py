@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from crackcore.data import Record
-from crackcore.diagnose import size_iou
+from crackcore.data.dataset import Record
+from crackcore.engine.diagnose import size_iou
+from crackcore.engine.train import TrainConfig, new_model
 from crackcore.labels import encode
 from crackcore.losses import centernet_loss
-from crackcore.train import TrainConfig, new_model
 
 SIZE, N_IMAGES, STEPS, BATCH = 16, 48, 150, 4
 
@@ -51,7 +51,7 @@ def train_and_read_sizes(cfg: TrainConfig, seed: int = 0):
     for _ in range(STEPS):
         idx = rng.choice(N_IMAGES, BATCH, replace=False)
         t = {k: torch.stack([targets[i][k] for i in idx]) for k in ("heatmap", "wh", "reg", "ind", "mask")}
-        loss = centernet_loss(model(images[idx]), t, cfg.loss())["loss"]
+        loss = centernet_loss(model(images[idx]), t, cfg.loss)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

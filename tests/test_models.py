@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from crackcore.losses import centernet_loss
 from crackcore.labels import encode
+from crackcore.losses import centernet_loss
 from crackcore.models import VARIANTS, build_model, load_imagenet, model_stats
 
 torch.set_num_threads(2)

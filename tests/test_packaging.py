@@ -3,6 +3,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,19 +30,42 @@ def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_no_import_cycles_even_through_lazy_imports():
-    """Every `from .x import` in crackcore, at module level or inside a function, forms a graph without cycles:
-    a module that reaches back to one importing it hides a layering mistake even when the import is deferred."""
+# The layers, bottom up: a module imports from its own layer or below, never above (the README's folder map).
+LAYERS = [{"crackcore", "models", "labels", "losses", "decode", "metrics", "paper", "device", "storage"},
+          {"data"}, {"inference"}, {"engine"}, {"measure"}, {"study"}, {"cli", "__main__"}]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every relative import in crackcore, at module level or inside a function, as edges between dotted modules."""
     import ast
 
     pkg = ROOT / "crackcore"
-    mods = {p.stem for p in pkg.glob("*.py")}
-    edges = {m: set() for m in mods}
-    for m in mods:
-        for node in ast.walk(ast.parse((pkg / f"{m}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-                edges[m] |= {n for n in names if n in mods}
+    files = {}
+    for p in pkg.rglob("*.py"):
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        files[".".join(parts[:-1] if p.name == "__init__.py" else parts)] = p
+    edges = {m: set() for m in files}
+    for m, p in files.items():
+        here = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+                for a in node.names:  # `from ..data import synth` imports the module crackcore.data.synth
+                    sub = ".".join(base + [a.name])
+                    edges[m].add(sub if sub in files else ".".join(base))
+    return {m: {d for d in deps if d in files} for m, deps in edges.items()}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    key = parts[1] if len(parts) > 1 else parts[0]
+    return next(i for i, names in enumerate(LAYERS) if key in names)
+
+
+def test_no_import_cycles_even_through_lazy_imports():
+    """The import graph has no cycles: a module that reaches back to one importing it hides a layering mistake even
+    when the import is deferred into a function."""
+    edges = import_graph()
     state: dict[str, str] = {}
 
     def visit(m, path):
@@ -50,17 +75,43 @@ def test_no_import_cycles_even_through_lazy_imports():
             if n not in state:
                 visit(n, path + [n])
         state[m] = "done"
-    for m in sorted(mods):
+    for m in sorted(edges):
         if m not in state:
             visit(m, [m])
-    assert edges["fast"] >= {"route"} and "fast" not in edges["quant"] | edges["export"]  # the layering it checks
+    assert "crackcore.inference.route" in edges["crackcore.inference.routes"]  # the graph sees nested packages
+
+
+def test_no_upward_imports():
+    """Measurement never reaches into the study, inference never into training: each layer uses only those below."""
+    edges = import_graph()
+    upward = [f"{m} → {d}" for m, deps in edges.items() for d in deps if layer(d) > layer(m)]
+    assert upward == []
+    assert layer("crackcore.study.experiment") > layer("crackcore.engine.train") > layer("crackcore.models")
+
+
+def test_a_planted_cycle_and_upward_import_are_caught(tmp_path, monkeypatch):
+    """The two checks above fail on a tree that has the faults they look for."""
+    pkg = tmp_path / "crackcore"
+    (pkg / "engine").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("def f():\n    from .engine.train import x\n")
+    (pkg / "engine" / "__init__.py").write_text("")
+    (pkg / "engine" / "train.py").write_text("from ..models import f\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    edges = import_graph()
+    assert edges["crackcore.models"] == {"crackcore.engine.train"}
+    assert edges["crackcore.engine.train"] == {"crackcore.models"}
+    with pytest.raises(AssertionError, match="import cycle"):
+        test_no_import_cycles_even_through_lazy_imports()
+    with pytest.raises(AssertionError):
+        test_no_upward_imports()
 
 
 def test_an_isa_cap_below_bf16_turns_bf16_autocast_off(monkeypatch):
     """Under ONEDNN_MAX_CPU_ISA=AVX2 (an older CPU imitated) bf16 kernels run as slow reference code: not chosen."""
     import torch
 
-    from crackcore.runtime import cpu_has_bf16, pick_precision
+    from crackcore.device import cpu_has_bf16, pick_precision
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not cpu_has_bf16() and pick_precision(torch.device("cpu"), "auto") == "fp32"

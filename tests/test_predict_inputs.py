@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from crackcore.cli import main
-from crackcore.predict import PredictConfig, predict
+from crackcore.inference.predict import PredictConfig, predict
 
 GOOD = ("rgb.png", "grey.png", "rgba.png", "deep.png", "palette.png", "dot.png", "tall.jpg")
 BAD = ("truncated.png", "empty.png", "notes.jpg")
@@ -20,7 +20,7 @@ BAD = ("truncated.png", "empty.png", "notes.jpg")
 def checkpoint(tmp_path_factory):
     """An untrained `modified` model: its outputs are arbitrary (sizes may be negative), which is the point."""
     from crackcore.models import build_model
-    from crackcore.runtime import save_checkpoint
+    from crackcore.storage import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"

@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from crackcore.data import load_coco, synth_records
-from crackcore.synth import SPLITS, SynthConfig, generate, render, split_size
-from crackcore.synth_crack import _drop_short_runs, padded_box, visible_points
-from crackcore.synth_files import write_dataset
-from crackcore.synth_surface import FAMILIES
+from crackcore.data.dataset import load_coco, synth_records
+from crackcore.data.synth import SPLITS, SynthConfig, generate, render, split_size
+from crackcore.data.synth_crack import _drop_short_runs, padded_box, visible_points
+from crackcore.data.synth_files import write_dataset
+from crackcore.data.synth_surface import FAMILIES
 
 TINY = SynthConfig(n_train=5, n_test=3, n_background=4, n_shift=2, n_shift_background=2)
 

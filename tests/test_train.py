@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from crackcore.data import load_records
+from crackcore.data.dataset import load_records
+from crackcore.data.transforms import AugmentConfig
+import crackcore.engine.train as train_mod
+from crackcore.engine.train import TrainConfig, collate, lr_at, make_loader, train
 from crackcore.losses import centernet_loss
 from crackcore.models import build_model
-from crackcore.runtime import CheckpointError, load_checkpoint
-from crackcore.train import TrainConfig, collate, lr_at, make_loader, train
-import crackcore.train as train_mod
+from crackcore.storage import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +51,7 @@ def test_lr_schedule_is_the_papers():
 
 def test_model_overfits_one_batch(tiny_data):
     torch.manual_seed(0)
-    cfg = cfg_for(tiny_data, "unused", augment=False)
+    cfg = cfg_for(tiny_data, "unused", augmentation=AugmentConfig(augment=False))
     cfg = replace(cfg, batch_size=2)
     images, targets = next(iter(make_loader(cfg, load_records(tiny_data, "train")[:2], train=False)))
     model = build_model("modified")
@@ -152,8 +153,8 @@ def test_init_loads_the_parent_and_keeps_its_size_bias(tiny_data, parent):
     assert not torch.allclose(bias, mean) and float(model.wh_scale) == 16.0
     assert record == {"path": str(parent), "sha256": hashlib.sha256(parent.read_bytes()).hexdigest(),
                       "variant": "modified", "epoch": 1, "config": theirs["config"]}
-    # a run from scratch records neither a parent nor an `init` setting (its checkpoints are as before)
-    assert "parent" not in theirs and "init" not in theirs["config"]
+    # a run from scratch records no parent, and an empty `init`
+    assert "parent" not in theirs and theirs["config"]["init"] == ""
 
 
 def test_fine_tuning_at_lr_0_ends_on_the_parents_weights_and_records_it(tiny_data, parent, tmp_path):
@@ -210,3 +211,38 @@ def test_init_from_fp16_checkpoints_widens_them(tiny_data, parent, tmp_path):
         model = train_mod.new_model(cfg, [], weights)
         assert next(model.parameters()).dtype == torch.float32 and float(model.wh_scale) == 16.0
         assert record["path"] == "results/checkpoints/modified_aff-seed0.fp16.pt" and record["epoch"] == 25
+
+
+def test_augmentation_and_loss_are_recorded_whole_and_compared_on_resume(tiny_data, tmp_path):
+    """Nested configs are stored whole in the checkpoint; resuming with one augmentation strength or one focal
+    exponent changed is refused and names that knob."""
+    cfg = cfg_for(tiny_data, tmp_path / "run", epochs=1)
+    state = load_checkpoint(train(cfg, progress=False) / "last.pt")
+    assert state["config"]["augmentation"] == {"augment": True, "crop_p": 0.5, "crop_scale": [0.6, 1.0],
+                                               "min_visibility": 0.3, "min_size": 1.0, "hflip_p": 0.5, "vflip_p": 0.5,
+                                               "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0}
+    assert state["config"]["loss"] == {"alpha": 2.0, "beta": 4.0, "cls_weight": 1.0, "wh_weight": 0.1,
+                                       "off_weight": 1.0}
+    changed = replace(cfg, augmentation=replace(cfg.augmentation, brightness=0.3))
+    with pytest.raises(train_mod.ConfigMismatch, match=r"\(brightness\)"):
+        train(changed, resume=True, progress=False)
+    with pytest.raises(train_mod.ConfigMismatch, match=r"\(beta\)"):
+        train(replace(cfg, loss=replace(cfg.loss, beta=3.0)), resume=True, progress=False)
+
+
+def test_checkpoints_published_before_the_nested_configs_still_match_the_paper_protocol():
+    """The committed fp16 checkpoints recorded augmentation as one flag and the loss weights flat, without α, β or
+    the augmentation strengths. They trained with today's defaults, so they match today's protocol (and are
+    restored, not retrained); with any of those knobs changed they do not."""
+    from crackcore.study.experiment import get_profile, train_config
+
+    published = ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt"
+    old = load_checkpoint(published)["config"]
+    assert "augmentation" not in old and old["augment"] is True and "alpha" not in old  # the flat form of then
+    today = train_config(get_profile("paper"), "modified_aff", 0)
+    assert train_mod.comparable(old) == train_mod.comparable(train_mod.recorded_config(today))
+    for other in (replace(today, loss=replace(today.loss, alpha=3.0)),
+                  replace(today, augmentation=replace(today.augmentation, crop_scale=(0.5, 1.0))),
+                  replace(today, augmentation=replace(today.augmentation, augment=False))):
+        with pytest.raises(train_mod.ConfigMismatch):
+            train_mod._check_same({"config": old}, train_mod.recorded_config(other), published)

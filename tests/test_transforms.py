@@ -7,8 +7,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from crackcore.data import letterbox
-from crackcore.transforms import AugmentConfig, RandomWindowCrop, build_eval_transform, build_train_transform
+from crackcore.data.dataset import letterbox
+from crackcore.data.transforms import AugmentConfig, RandomWindowCrop, build_eval_transform, build_train_transform
 
 
 def _pair(boxes, size=80, seed=0):

@@ -19,7 +19,7 @@ import math
 import os
 from pathlib import Path
 
-from .runtime import ROOT, atomic_write
+from ..storage import ROOT, atomic_write
 
 REFERENCES = ROOT / "tests" / "notebooks" / "references.json"
 # kind: (absolute tolerance, relative tolerance); a value passes within max(abs, rel × |reference|). Largest spread

@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..storage import file_sha256, portable_path, save_json
 from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
-from .runtime import file_sha256, portable_path, save_json
 
 PHOTO_SEED = 1  # the generator's seed for the stand-in photographs: not the data set's (0)
 SIZES = {"paper": (25, 50, 100), "quick": (4, 8)}  # labelled images per point of the curve
@@ -25,8 +25,8 @@ TEST_SIZE = {"paper": 100, "quick": 8}  # the set's own test and background imag
 def photo_set(profile: Profile | str, progress: bool = False) -> Path:
     """A labelled set of the held-out surface family as a user would bring it: train.json, test.json and
     background.json (COCO) in <profile data>-photos/; regenerated only when the generator changed."""
-    from .data import load_records, write_coco
-    from .synth_files import write_dataset
+    from ..data.dataset import load_records, write_coco
+    from ..data.synth_files import write_dataset
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     n_train, n_test = max(SIZES[profile.name]), TEST_SIZE[profile.name]
@@ -51,10 +51,10 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
                 progress: bool = True) -> dict:
     """AP07 and clean backgrounds on the photo set after training on N labelled images, from scratch and
     fine-tuned (§IV-B); written to results/metrics/labels-{variant}-seed{seed}.json, kept while its inputs stay."""
-    from .data import load_records, write_coco
-    from .evaluate import EvalConfig, evaluate
-    from .runtime import load_checkpoint
-    from .train import recorded_config, train
+    from ..data.dataset import load_records, write_coco
+    from ..engine.evaluate import EvalConfig, evaluate
+    from ..engine.train import comparable, recorded_config, train
+    from ..storage import load_checkpoint
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     parent = ensure_trained(profile, variant, seed, progress)
@@ -72,7 +72,7 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
 
     def score(ckpt: Path) -> dict:
         m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(photos), train_split="", shift_split="",
-                                shift_background_split="", out="", precision=profile.precision), progress=False)
+                                shift_background_split="", out="", precision=profile.train.precision), progress=False)
         return {"ap07": m["ap07"], "background": m["background"]["accuracy"], "evaluated": m["provenance"]}
 
     points = known.setdefault("points", {})
@@ -85,7 +85,7 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
                "fine-tuned": dataclasses.replace(base, data=str(subset), init=str(parent), lr=base.lr / 10)}
         for name, cfg in how.items():
             cfg = dataclasses.replace(cfg, out=str(runs / f"{variant}-seed{seed}-{name}-{n}"))
-            key = fingerprint({**recorded_config(cfg), "photos": stamp, "parent": known["parent_model"]})
+            key = fingerprint({**comparable(recorded_config(cfg)), "photos": stamp, "parent": known["parent_model"]})
             if points.get(str(n), {}).get(name, {}).get("key") == key:
                 continue
             run_stamp = Path(cfg.out) / "LABELS_KEY"

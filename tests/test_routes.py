@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from crackcore.decode import DecodeConfig
-from crackcore.evaluate import detect
-from crackcore.fast import FP32_EXACT, ROUTES, build_route, route_names
-from crackcore.route import detect_with, fold_bn
+from crackcore.engine.evaluate import detect
+from crackcore.inference.route import detect_with, fold_bn
+from crackcore.inference.routes import FP32_EXACT, ROUTES, build_route, route_names
 from crackcore.models import build_model, sigmoid_heatmap
 
 SIZE = {"modified_aff": 48, "centernet_r18": 80}  # small inputs; 80 is not a multiple of 32: r18's padding path runs

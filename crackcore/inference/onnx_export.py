@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
-from .models import sigmoid_heatmap
+from .. import __version__
+from ..models import sigmoid_heatmap
+from ..storage import load_model
 from .route import Route, RouteUnavailable
-from .runtime import load_model
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
         pre = Path(src)
     graph = onnx.load(str(pre)).graph
     outputs = {o.name for o in graph.output}
-    keep = [n.name for n in graph.node if n.op_type == "Conv" and set(n.output) & outputs]  # same reason as fast.int8
+    keep = [n.name for n in graph.node if n.op_type == "Conv" and set(n.output) & outputs]  # as int8.quantize_int8
     name = graph.input[0].name
 
     class Reader(CalibrationDataReader):
@@ -124,7 +124,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
 
 def calibration_images(data: str, split: str, n: int, size: int) -> torch.Tensor:
     """The first `n` images of a split, letterboxed as for evaluation: (n, 3, size, size) in [0, 1]."""
-    from .data import CrackDataset, load_records
+    from ..data.dataset import CrackDataset, load_records
 
     records = load_records(data, split)[:n]
     if not records:
@@ -180,7 +180,7 @@ class OnnxRoute(Route):
         opts.inter_op_num_threads = 1  # one branchless graph: inter-op parallelism only adds thread hand-offs
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map  # written by crackcore.export
+        meta = self.session.get_modelmeta().custom_metadata_map  # written by crackcore.inference.onnx_export
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         super().__init__(name, self._run, int(meta.get("stride", 1)), int(meta.get("input_size", 0)),

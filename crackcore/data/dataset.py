@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .runtime import atomic_write
+from ..storage import atomic_write
 from .transforms import build_eval_transform, build_train_transform
 
 BOX_TOLERANCE = 1.0
@@ -331,7 +331,7 @@ def write_coco(records, json_path, *, info: dict | None = None, attributes: list
 
 
 def synth_records(root, split: str) -> list[Record]:
-    """Records of one split written by crackcore.synth_files.write_dataset (§V-A)."""
+    """Records of one split written by crackcore.data.synth_files.write_dataset (§V-A)."""
     return load_coco(Path(root) / f"{split}.json")
 
 

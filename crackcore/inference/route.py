@@ -4,8 +4,8 @@ A route is built once from an eval-mode `CenterNet` and called like the model: `
 floats in [0, 1] returns the raw output dict (`hm` logits, `wh`, `reg` at stride 4, `aff` where the route keeps it),
 always as fp32 tensors, so `detect_with` decodes every route (eager, int8, ONNX Runtime, ...) with the same code.
 BatchNorm folding lives here because the eager, int8 and compiled routes all start from it. The routes themselves
-are registered in `crackcore.fast`; the int8 ones are in `crackcore.quant`, the ONNX Runtime ones in
-`crackcore.export`, and none of those imports `fast`, so the three never import each other in a circle.
+are registered in `routes`; the int8 ones are in `int8`, the ONNX Runtime ones in `onnx_export`, and none of those
+imports `routes`, so the three never import each other in a circle.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock
 
-from .decode import PAPER, DecodeConfig, decode
-from .models import sigmoid_heatmap
+from ..decode import PAPER, DecodeConfig, decode
+from ..models import sigmoid_heatmap
 
 
 class RouteUnavailable(RuntimeError):

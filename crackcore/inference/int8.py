@@ -1,6 +1,6 @@
-"""The int8 inference routes of `crackcore.fast`: torch.ao post-training static quantisation behind the same
-`Route` call as the eager routes. Built lazily by `fast.build_route`, so torch.ao's FX machinery is imported only
-when an int8 route is asked for. (ONNX Runtime's int8 lives with the ONNX export, in `crackcore.export`.)
+"""The int8 inference routes of `routes`: torch.ao post-training static quantisation behind the same `Route` call as
+the eager routes. Built lazily by `routes.build_route`, so torch.ao's FX machinery is imported only when an int8
+route is asked for. (ONNX Runtime's int8 lives with the ONNX export, in `onnx_export`.)
 """
 from __future__ import annotations
 

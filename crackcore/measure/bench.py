@@ -2,7 +2,7 @@
 limit, and `crackcore predict` on a folder of images, each written to `results/bench/` with its provenance.
 
 Every speed is measured beside what it depends on, in the same process: fp32 eager FPS and the machine's dense-
-convolution limit for the route's precision (`crackcore.limits`), so the figures read as ratios that carry to
+convolution limit for the route's precision (`conv_limit`), so the figures read as ratios that carry to
 other hosts. Each run also adds this host's default-route FPS to `hosts.json`, the record behind the real-time claim.
 """
 from __future__ import annotations
@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_records, read_image, to_input
-from .evaluate import detect, run_split
-from .export import calibration_images
-from .fast import CALIBRATED, ROUTES, auto_route, build_route
-from .route import RouteUnavailable, detect_with
-from .limits import conv_gflops, conv_inputs, conv_limit_s, device_sync, inference_limit_fps, time_call
-from .metrics import voc_ap
-from .models import VARIANTS, build_model, model_stats
-from .runtime import (ROOT, cpu_has_bf16, load_model, machine, pick_device, pick_precision, provenance,
-                      save_json, seed_everything)
-from .train import TrainConfig, make_loader, step
+from ..data.dataset import load_records, read_image, to_input
+from ..device import cpu_has_bf16, machine, pick_device, pick_precision, seed_everything
+from ..engine.evaluate import detect, run_split
+from ..engine.train import TrainConfig, make_loader, step
+from ..inference.onnx_export import calibration_images
+from ..inference.route import RouteUnavailable, detect_with
+from ..inference.routes import CALIBRATED, ROUTES, auto_route, build_route
+from ..metrics import voc_ap
+from ..models import VARIANTS, build_model, model_stats
+from ..storage import ROOT, load_model, provenance, save_json
+from .conv_limit import conv_gflops, conv_inputs, conv_limit_s, device_sync, inference_limit_fps, time_call
 
 PARTS = ("table1", "routes", "training", "predict")
 
@@ -57,7 +57,7 @@ class BenchConfig:
     seed: int = 0  # seeds the random weights and inputs (speed does not depend on them)
     checkpoint: str = "results/checkpoints/modified_aff-seed0.fp16.pt"  # trained model for routes and predict
     data: str = "data/synth"  # test split scored per route; train images calibrate int8 and feed training
-    routes: str = "all"  # comma-separated crackcore.fast routes; all = every registered one
+    routes: str = "all"  # comma-separated crackcore.inference.routes routes; all = every registered one
     calib: int = 64  # training images that calibrate the int8 routes
     ap_tolerance: float = 0.5  # a route keeps the AP when its AP07 is within this many points of fp32's
     train_steps: int = 5  # timed training steps per variant (after two untimed ones)
@@ -157,7 +157,7 @@ def bench_training(variant: str, cfg: BenchConfig, device: torch.device, precisi
     cycle = itertools.cycle(batches)
 
     model.train()
-    step_s = statistics.median(time_call(lambda: step(model, opt, *next(cycle), tc.loss(), device, precision),
+    step_s = statistics.median(time_call(lambda: step(model, opt, *next(cycle), tc.loss, device, precision),
                                          cfg.train_steps, 2, device_sync(device)))
     limit_s = conv_limit_s(model, batches[0][0], precision, tc.channels_last, max(3, cfg.train_steps))
     gflops = 3 * sum(conv_gflops(m, s) for m, s in conv_inputs(model, batches[0][0]))  # forward + 2× backward
@@ -237,7 +237,7 @@ def record_host(path: Path, row: dict) -> list[dict]:
 
 def summary(folder) -> str:
     """Markdown tables of every <part>.json in `folder` (this run's and earlier ones') and the hosts seen."""
-    from .report import bench_tables
+    from .bench_tables import bench_tables
 
     folder = Path(folder)
     parts = {p: json.loads((folder / f"{p}.json").read_text()) for p in PARTS if (folder / f"{p}.json").is_file()}

@@ -1,76 +1,10 @@
-"""Tables I and II beside the paper's numbers, threshold sweeps and per-image error counts for galleries."""
+"""`make bench`'s tables as markdown: Table I's speed columns, the inference routes, training against the
+convolution limit, and the hosts a figure was measured on, every speed beside its same-run ratios."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-from .metrics import match
-
-# Table I and Table II of the paper, as printed (volume in "Mb", FPS on a GTX 1060).
-PAPER_TABLE1 = {
-    "centernet_r18": {"method": "CenterNet [8]", "backbone": "ResNet-18", "resolution": 384, "downsampling": 4,
-                      "volume_mb": 75.7, "ap": 94.20, "fps": 20},
-    "modified": {"method": "CenterNet", "backbone": "Modified ResNet-18", "resolution": 80, "downsampling": 1,
-                 "volume_mb": 34.0, "ap": 95.48, "fps": 33},
-    "modified_aff": {"method": "CenterNet + Adaptive Feature Fusion", "backbone": "Modified ResNet-18",
-                     "resolution": 80, "downsampling": 1, "volume_mb": 34.3, "ap": 96.16, "fps": 30},
-}
-PAPER_TABLE2 = {"images": 1523, "no_box": 1492, "with_box": 31, "accuracy": 97.96}
-
-
-def table1(metrics: dict[str, dict], stats: dict[str, dict], speed: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Table I: the paper's row and ours for each variant (AP = VOC2007 11-point, ×100)."""
-    rows = []
-    for v, paper in PAPER_TABLE1.items():
-        if v not in metrics:
-            continue
-        row = {"variant": v, "method": paper["method"], "resolution": paper["resolution"],
-               "downsampling": paper["downsampling"], "paper_volume_mb": paper["volume_mb"],
-               "volume_mb": round(stats[v]["volume_mb"], 1), "params_m": round(stats[v]["params"] / 1e6, 2),
-               "gflops": round(stats[v]["gflops"], 2), "paper_ap": paper["ap"], "ap07": round(metrics[v]["ap07"], 2),
-               "ap_all": round(metrics[v]["ap_all"], 2), "paper_fps": paper["fps"]}
-        if speed is not None:
-            row["fps"] = round(speed[v]["fps_batch1_route"], 1)  # the default route: stable from run to run
-            row["fps_eager"] = round(speed[v]["fps_batch1"], 1)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
-
-
-def table2(background: dict) -> pd.DataFrame:
-    """Table II: background-only images with no box ("TP" in the paper), with a box ("FN"), accuracy in %."""
-    ours = {k: background[k] for k in ("images", "no_box", "with_box")}
-    ours["accuracy"] = round(background["accuracy"], 2)
-    return pd.DataFrame({"paper": PAPER_TABLE2, "ours": ours}).T
-
-
-def threshold_sweep(max_scores, thresholds=None, pr_curve: dict | None = None) -> pd.DataFrame:
-    """Background accuracy (% of images without a box) as the §IV-C score threshold moves; with the test split's
-    `pr_curve` (from `evaluate`), also the share of test cracks still found at each threshold (`test_recall`)."""
-    s = np.asarray(max_scores, dtype=float)
-    t = np.round(np.linspace(0.05, 0.95, 19), 2) if thresholds is None else np.asarray(thresholds, dtype=float)
-    sweep = pd.DataFrame({"threshold": t, "accuracy": [100.0 * (s < x).mean() for x in t]})
-    if pr_curve is not None:  # recall is cumulative in score order: its value at the last detection ≥ t
-        scores, recall = np.asarray(pr_curve["scores"], float), np.asarray(pr_curve["recall"], float)
-        sweep["test_recall"] = [float(recall[scores >= x].max()) if (scores >= x).any() else 0.0 for x in t]
-    return sweep
-
-
-def image_errors(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> tuple[int, int]:
-    """(false positives, missed cracks) of one image under §V-A's IoU > 0.5 rule (predictions in score order)."""
-    p, g = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4)
-    hits = int(match(p, g, iou_threshold).sum())
-    return len(p) - hits, len(g) - hits
-
-
-def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
-    """Write a table as `name`.md (for the README) and `name`.csv (for machines)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(folder / f"{name}.csv")
-    (folder / f"{name}.md").write_text(df.to_markdown() + "\n")
-    return folder / f"{name}.md"
+from ..paper import PAPER_TABLE1
 
 
 def _pct(x) -> str:
@@ -173,42 +107,3 @@ def hosts_table(hosts: list[dict], bar: float = 30.0) -> list[str]:
     verdict += "."
     return ["**Hosts** (`results/bench/hosts.json`): `modified_aff`, batch 1 end to end, on the default route of each "
             "host", "", df.set_index("date").to_markdown(disable_numparse=True), "", verdict, ""]
-
-
-def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "train") -> pd.DataFrame:
-    """Where AP goes, per variant: AP07 as measured, with true sizes, with true centres, with one peak per crack (and
-    then true sizes, centres, boxes), on train; the size head."""
-    rows = {}
-    for v, m in metrics.items():
-        d, t = m["diagnosis"][test], m["diagnosis"].get(train, {})
-        rows[v] = {"ap07": d["ap07"], "ap07_true_wh": d["ap07_true_wh"], "ap07_true_centre": d["ap07_true_centre"],
-                   "ap07_one_per_crack": d.get("ap07_one_per_crack", np.nan),
-                   **{f"ap07_one_per_crack_{s}": d.get(f"ap07_one_per_crack_{s}", np.nan)
-                      for s in ("true_wh", "true_centre", "true_box")},
-                   **{c: v for c, v in d.items() if c.startswith("ap07_box_nms_")},
-                   "fp_on_crack": d.get("fp_on_crack", np.nan), "fp_off_crack": d.get("fp_off_crack", np.nan),
-                   "ap07_train": t.get("ap07", np.nan), "wh_corr_pred": d["wh_corr_pred"],
-                   "wh_corr_true": d["wh_corr_true"], "size_iou_median": d["size_iou_median"]}
-    return pd.DataFrame(rows).T
-
-
-def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
-    """Domain shift: AP07 on the test split beside AP07 on the held-out surface family, and both Table IIs."""
-    rows = {}
-    for v, m in metrics.items():
-        sh = m.get("shift", {})
-        rows[v] = {"test AP07": m["ap07"], "shift AP07": sh.get("ap07", np.nan),
-                   "AP07 drop": m["ap07"] - sh.get("ap07", np.nan),
-                   "backgrounds clean %": m.get("background", {}).get("accuracy", np.nan),
-                   "shift backgrounds clean %": sh.get("background", {}).get("accuracy", np.nan)}
-    return pd.DataFrame(rows).T
-
-
-def budget_table(budget: dict) -> pd.DataFrame:
-    """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer)."""
-    rows = {int(e): {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"], "train AP07": b["ap07_train"],
-                     "backgrounds clean %": b["background"],
-                     "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
-                     "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})"}
-            for e, b in budget["budgets"].items()}
-    return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")

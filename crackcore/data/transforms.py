@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as F
 @dataclass(frozen=True)
 class AugmentConfig:
     """Strengths of the §IV-B augmentations (the paper names them, not their strengths)."""
+    augment: bool = True  # §IV-B's random crop, flips and colour jitter; off: training sees the images as they are
     crop_p: float = 0.5  # half the time the model sees crack widths at the native scale of the test images
     crop_scale: tuple = (0.6, 1.0)  # side of the window relative to the image side
     min_visibility: float = 0.3  # fraction of a box's area that must survive the crop

@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from .runtime import autocast
+from ..device import autocast
 
 
 def time_call(fn, runs: int, warmup: int, sync=lambda: None) -> list[float]:

@@ -1,8 +1,8 @@
 """Inference routes for real-time detection: the registry of every way of running the §III model.
 
-Each route builder takes an eval-mode `CenterNet` and returns a `crackcore.route.Route`, which `detect_with` decodes
-with the same §IV-C code whatever ran underneath. The eager, TorchScript and torch.compile routes are built here;
-the int8 ones in `crackcore.quant` and the ONNX Runtime ones in `crackcore.export`, imported only when asked for.
+Each route builder takes an eval-mode `CenterNet` and returns a `route.Route`, which `detect_with` decodes with the
+same §IV-C code whatever ran underneath. The eager, TorchScript and torch.compile routes are built here; the int8
+ones in `int8` and the ONNX Runtime ones in `onnx_export`, imported only when asked for.
 Routes that need something this machine lacks raise `RouteUnavailable` with the reason, so a bench can list it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
+from ..device import autocast
 from .route import Route, RouteUnavailable, as_route, fold_bn
-from .runtime import autocast
 
 
 def _example(model, calib_images, size):
@@ -116,25 +116,25 @@ def route_compile_bf16(model, calib_images=None, size=None, **_):
 
 def route_int8(model, calib_images=None, **_):
     """int8 post-training static quantisation (torch.ao FX, x86 backend); CPU only."""
-    from .quant import int8_route
+    from .int8 import int8_route
     return int8_route(model, calib_images, "x86")
 
 
 def route_int8_fbgemm(model, calib_images=None, **_):
     """int8 PTQ under the fbgemm engine, whose quantized deconvs are right, so the neck is int8 too; CPU only."""
-    from .quant import int8_route
+    from .int8 import int8_route
     return int8_route(model, calib_images, "fbgemm")
 
 
 def route_onnx(model, calib_images=None, size=None, threads: int = 0, **_):
     """The fp32 model exported to ONNX and run by ONNX Runtime's CPU provider (optional `onnx` extra)."""
-    from .export import onnx_route
+    from .onnx_export import onnx_route
     return onnx_route(model, calib_images, size, threads, int8=False)
 
 
 def route_onnx_int8(model, calib_images=None, size=None, threads: int = 0, **_):
     """ONNX Runtime static int8 (QDQ, per-channel weights) of the exported model, calibrated on `calib_images`."""
-    from .export import onnx_route
+    from .onnx_export import onnx_route
     return onnx_route(model, calib_images, size, threads, int8=True)
 
 

@@ -14,23 +14,27 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime import ROOT, file_sha256, pick_precision, save_json
+from ..device import pick_precision
+from ..engine.train import TrainConfig
+from ..storage import ROOT, file_sha256, save_json
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How big a run is and where it writes; notebooks take its name as their `profile` parameter."""
+    """How big a run is and where it writes; notebooks take its name as their `profile` parameter.
+
+    A profile chooses sizes only: the split sizes, and through `train` how long training runs. Every training knob
+    keeps its one home in `TrainConfig`, whose defaults are §IV-B's protocol.
+    """
 
     name: str
     train_size: int
     test_size: int
     background_size: int
-    epochs: int
-    lr_drop_epoch: int
-    precision: str
     data: Path  # the synthetic data set
     runs: Path  # one training run folder per variant and seed
     results: Path  # figures/, tables/, metrics/ of this profile
+    train: TrainConfig = TrainConfig()  # §IV-B's protocol or a shorter one; variant, data, out, seed set per run
 
     def results_dir(self, kind: str) -> Path:
         """results/{figures,tables,metrics,...} for this profile, created on demand."""
@@ -40,10 +44,10 @@ class Profile:
 
 
 PROFILES = {
-    "paper": Profile("paper", 726, 181, 1523, 25, 20, "auto", ROOT / "data" / "synth", ROOT / "runs" / "paper",
-                     ROOT / "results"),
-    "quick": Profile("quick", 48, 24, 48, 2, 1, "fp32", ROOT / "scratch" / "quick" / "data", ROOT / "runs" / "quick",
-                     ROOT / "scratch" / "quick"),
+    "paper": Profile("paper", 726, 181, 1523, ROOT / "data" / "synth", ROOT / "runs" / "paper", ROOT / "results"),
+    # two epochs in fp32, so that the numbers are the same run to run on one machine
+    "quick": Profile("quick", 48, 24, 48, ROOT / "scratch" / "quick" / "data", ROOT / "runs" / "quick",
+                     ROOT / "scratch" / "quick", TrainConfig(epochs=2, lr_drop_epoch=1, precision="fp32")),
 }
 
 
@@ -55,7 +59,7 @@ def get_profile(name: str) -> Profile:
 
 def synth_config(profile: Profile, seed: int = 0):
     """The generator's defaults with this profile's split sizes (a quick set is a prefix of the paper set)."""
-    from .synth import SynthConfig
+    from ..data.synth import SynthConfig
 
     return dataclasses.replace(SynthConfig(), seed=seed, n_train=profile.train_size, n_test=profile.test_size,
                                n_background=profile.background_size, n_shift=profile.test_size,
@@ -68,7 +72,7 @@ def fingerprint(obj) -> str:
 
 def source_fingerprint(profile: Profile, seed: int = 0) -> str:
     """Changes whenever the generator's settings or its source change: then the data are regenerated."""
-    from . import synth, synth_crack, synth_files, synth_surface
+    from ..data import synth, synth_crack, synth_files, synth_surface
 
     src = b"".join(Path(m.__file__).read_bytes() for m in (synth, synth_crack, synth_surface, synth_files))
     return fingerprint([dataclasses.asdict(synth_config(profile, seed)), hashlib.sha256(src).hexdigest()])
@@ -79,7 +83,7 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 
     Models depend on the pixels' hash, not on the source: a refactoring that draws the same images retrains nothing.
     """
-    from .synth_files import write_dataset
+    from ..data.synth_files import write_dataset
 
     root, src = profile.data, source_fingerprint(profile, seed)
     stamp = root / "FINGERPRINT.json"
@@ -96,17 +100,14 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 
 def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
     """§IV-B's protocol at this profile's size; each set of `overrides` trains in a run folder named after them."""
-    from .train import TrainConfig
-
     name = f"{variant}-seed{seed}" + "".join(f"-{k}={str(v).replace('/', '_')}" for k, v in sorted(overrides.items()))
-    base = {"variant": variant, "data": str(profile.data), "out": str(profile.runs / name), "epochs": profile.epochs,
-            "lr_drop_epoch": profile.lr_drop_epoch, "seed": seed, "precision": profile.precision}
-    return TrainConfig(**{**base, **overrides})
+    return dataclasses.replace(profile.train, **{"variant": variant, "data": str(profile.data),
+                                                 "out": str(profile.runs / name), "seed": seed, **overrides})
 
 
 def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
     """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
-    from .train import ConfigMismatch, train
+    from ..engine.train import ConfigMismatch, train
 
     fp = ensure_data(profile, progress=progress)  # one data set per profile; `seed` seeds training only
     cfg = train_config(profile, variant, seed, **overrides)
@@ -132,8 +133,8 @@ def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
     """Start from the committed fp16 checkpoint when it was trained with exactly `cfg` on these pixels (perhaps on
     another machine): its weights widened to fp32 become the run's model.pt, so a fresh clone evaluates instead of
     retraining for hours. Any difference in settings or data leaves the run to be trained here."""
-    from .runtime import load_checkpoint, portable_path, save_checkpoint
-    from .train import recorded_config
+    from ..engine.train import comparable, recorded_config
+    from ..storage import load_checkpoint, portable_path, save_checkpoint
 
     out = Path(cfg.out)
     published = profile.results / "checkpoints" / f"{cfg.variant}-seed{cfg.seed}.fp16.pt"
@@ -141,7 +142,8 @@ def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
         return False
     state = load_checkpoint(published, cfg.variant)
     asked = recorded_config(cfg)
-    if state.get("config") != asked or state.get("data_pixels_sha256") != pixels or "history" not in state:
+    if (comparable(state.get("config") or {}) != comparable(asked) or state.get("data_pixels_sha256") != pixels
+            or "history" not in state):
         return False
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     history = state["history"]
@@ -160,7 +162,7 @@ def _move_aside(out: Path) -> None:
 
 def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bool = True) -> dict:
     """Table I/II metrics of one trained variant, recomputed only when the checkpoint changed."""
-    from .evaluate import EvalConfig, evaluate
+    from ..engine.evaluate import EvalConfig, evaluate
 
     ckpt = ensure_trained(profile, variant, seed, progress)
     out = profile.results_dir("metrics") / f"{variant}-seed{seed}.json"
@@ -170,7 +172,7 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
         # metrics from before the diagnosis, or before its box-NMS columns, are redone
         if m.get("checkpoint_sha") == ckpt_fp and "ap07_box_nms_0.5" in m.get("diagnosis", {}).get("test", {}):
             return m
-    cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision)
+    cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.train.precision)
     m = evaluate(cfg, progress=progress)
     m["checkpoint_sha"] = ckpt_fp
     save_json(out, m)
@@ -181,7 +183,7 @@ def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:
     """A half-precision copy of a trained model under results/checkpoints/ (small enough to commit; loads widened)."""
     import torch
 
-    from .runtime import load_checkpoint, save_checkpoint
+    from ..storage import load_checkpoint, save_checkpoint
 
     ckpt = ensure_trained(profile, variant, seed, progress=False)
     state = load_checkpoint(ckpt, variant)
@@ -201,7 +203,7 @@ def validation_split(profile: Profile, seed: int = 0, val_fraction: float = 0.2,
     """Carve a seeded validation split from the training images: (fit.json, val.json) in `folder`. Test never read."""
     import numpy as np
 
-    from .data import load_records, write_coco
+    from ..data.dataset import load_records, write_coco
 
     records = load_records(profile.data, "train")
     order = np.random.default_rng(seed + 7919).permutation(len(records))  # a seed stream no other step uses
@@ -217,7 +219,7 @@ CALIBRATION_BAND = (90.0, 97.0)  # validation AP07 of the paper's regime (Table 
 
 def load_checkpoint_provenance(path: Path) -> dict:
     """Where and how a checkpoint was trained (device, precision, versions), as its `provenance` records it."""
-    from .runtime import load_checkpoint
+    from ..storage import load_checkpoint
 
     return load_checkpoint(path).get("provenance", {})
 
@@ -234,8 +236,8 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     repeated once and both are reported. The held-out family's splits are never read. Written to
     results/metrics/calibration-*.json.
     """
-    from .evaluate import EvalConfig, evaluate
-    from .train import train
+    from ..engine.evaluate import EvalConfig, evaluate
+    from ..engine.train import train
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     fp = ensure_data(profile, progress=progress)
@@ -249,7 +251,7 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     train(cfg, resume=True, progress=progress)
     m = evaluate(EvalConfig(checkpoint=str(folder / "run" / "model.pt"), data=str(val), split="val",
                             background_split="", train_split="", shift_split="", shift_background_split="", out="",
-                            precision=profile.precision), progress=progress)
+                            precision=profile.train.precision), progress=progress)
     ap = m["ap07"]
     lo, hi = CALIBRATION_BAND
     verdict = "harder" if ap > hi else "easier" if ap < lo else "keep the defaults"
@@ -288,29 +290,29 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
             epochs: int = 0, lr_drop_epoch: int = 0, base: dict | None = None, progress: bool = True) -> dict:
     """Train one reading (READINGS[name] over `base`) on the fit split; diagnose it on val (0 epochs: the profile's).
 
-    Written to results/metrics/reading-{name}.json with the diagnostic of `crackcore.diagnose` on the validation
+    Written to results/metrics/reading-{name}.json with the diagnostic of `crackcore.engine.diagnose` on the validation
     split and on the fit split (train AP beside validation AP). Skipped when that file holds the same settings.
     """
-    from .data import load_records
-    from .diagnose import decompose
-    from .runtime import load_model
-    from .train import recorded_config, train
+    from ..data.dataset import load_records
+    from ..engine.diagnose import decompose
+    from ..engine.train import comparable, recorded_config, train
+    from ..storage import load_model
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     fp = ensure_data(profile, progress=progress)
     fit, val = validation_split(profile, seed)
     cfg = dataclasses.replace(train_config(profile, variant, seed), data=str(fit), out="",
-                              epochs=epochs or profile.epochs, lr_drop_epoch=lr_drop_epoch or profile.lr_drop_epoch,
+                              epochs=epochs or profile.train.epochs, lr_drop_epoch=lr_drop_epoch or profile.train.lr_drop_epoch,
                               **{**(base or {}), **READINGS[name]})
-    key = {**recorded_config(cfg), "data": fp}  # two names for one setting share one run
+    key = {**comparable(recorded_config(cfg)), "data": fp}  # two names for one setting share one run
     out = profile.results_dir("metrics") / f"reading-{name}.json"
-    if out.exists() and json.loads(out.read_text()).get("key") == key:
+    if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
     folder = profile.runs / "readings" / fingerprint(key)
     train(dataclasses.replace(cfg, out=str(folder)), resume=True, progress=progress)
     model, ckpt = load_model(folder / "model.pt")
     history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
-    precision = pick_precision(next(model.parameters()).device, profile.precision)
+    precision = pick_precision(next(model.parameters()).device, profile.train.precision)
     result = {"name": name, "key": key, "val": decompose(model, load_records(val, "val"), precision=precision),
               "fit": decompose(model, load_records(fit, "train"), precision=precision),
               "train_minutes": sum(h["seconds"] for h in history) / 60, "provenance": ckpt["provenance"]}
@@ -356,9 +358,9 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
     The paper-protocol point is the Table I run itself; longer budgets train in runs/<profile>/budget/. Written to
     results/metrics/budget-{variant}-seed{seed}.json; a budget already there with the same settings is kept.
     """
-    from .evaluate import EvalConfig, evaluate
-    from .runtime import load_checkpoint
-    from .train import recorded_config, train
+    from ..engine.evaluate import EvalConfig, evaluate
+    from ..engine.train import comparable, recorded_config, train
+    from ..storage import load_checkpoint
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     out = profile.results_dir("metrics") / f"budget-{variant}-seed{seed}.json"
@@ -366,15 +368,15 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
     fp = ensure_data(profile, progress=progress)
     for epochs in budgets:
         cfg = dataclasses.replace(train_config(profile, variant, seed), epochs=epochs, lr_drop_epoch=round(0.8 * epochs))
-        key = {**recorded_config(cfg), "out": "", "data": fp}
-        if known.get(str(epochs), {}).get("key") == key:
+        key = {**comparable(recorded_config(cfg)), "out": "", "data": fp}
+        if comparable(known.get(str(epochs), {}).get("key", {})) == key:
             continue
-        if (cfg.epochs, cfg.lr_drop_epoch) == (profile.epochs, profile.lr_drop_epoch):
+        if (cfg.epochs, cfg.lr_drop_epoch) == (profile.train.epochs, profile.train.lr_drop_epoch):
             ckpt = ensure_trained(profile, variant, seed, progress)  # the Table I run itself
         else:
             cfg = dataclasses.replace(cfg, out=str(profile.runs / "budget" / f"{variant}-seed{seed}-e{epochs}"))
             ckpt = train(cfg, resume=True, progress=progress) / "model.pt"
-        m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.precision),
+        m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.train.precision),
                      progress=progress)
         known[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
                               "ap07_train": m["diagnosis"]["train"]["ap07"], "background": m["background"]["accuracy"],

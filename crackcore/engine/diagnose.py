@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from .data import CrackDataset
-from .decode import PAPER, DecodeConfig, decode
-from .metrics import match, voc_ap
-from .models import sigmoid_heatmap
-from .runtime import autocast
+from ..data.dataset import CrackDataset
+from ..decode import PAPER, DecodeConfig, decode
+from ..device import autocast
+from ..metrics import match, voc_ap
+from ..models import sigmoid_heatmap
 
 NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
 

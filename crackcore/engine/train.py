@@ -21,12 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import CrackDataset, load_records, training_scale
-from .labels import LABEL_SHAPES, RADIUS_RULES, SIGMA_RULES, encode
-from .losses import LossConfig, centernet_loss
-from .models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
-from .runtime import (CheckpointError, atomic_write, autocast, file_sha256, load_checkpoint, pick_device,
-                      pick_precision, portable_path, provenance, save_checkpoint, seed_everything)
+from ..data.dataset import CrackDataset, load_records, training_scale
+from ..data.transforms import AugmentConfig, build_train_transform
+from ..device import autocast, pick_device, pick_precision, seed_everything
+from ..labels import LABEL_SHAPES, RADIUS_RULES, SIGMA_RULES, encode
+from ..losses import LossConfig, centernet_loss
+from ..models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
+from ..storage import (CheckpointError, atomic_write, file_sha256, load_checkpoint, portable_path, provenance,
+                       save_checkpoint)
 
 
 WH_INITS = ("mean", "default", "centernet")  # how the size head starts (models.head plus the mean-size bias)
@@ -50,7 +52,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     channels_last: bool = True  # NHWC activations: ~20% faster bf16 convolutions on this CPU, same results to rounding
     limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
-    augment: bool = True  # random crop, flips and colour jitter (§IV-B)
+    augmentation: AugmentConfig = AugmentConfig()  # §IV-B: random crop, flips, colour jitter and their strengths
     imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
     init: str = ""  # a crackcore checkpoint of the same variant to start from (fine-tuning); empty = from scratch
     max_objs: int = 32  # most boxes per image; further ones are dropped and counted
@@ -60,9 +62,7 @@ class TrainConfig:
     label_shape: str = "round"  # round (§III-A) | ellipse (stretched along the box, TTFNet; not the paper's)
     wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
     wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
-    cls_weight: float = 1.0  # α of eq. (5)
-    wh_weight: float = 0.1  # β of eq. (5)
-    off_weight: float = 1.0  # offset loss weight (centernet_r18 only)
+    loss: LossConfig = LossConfig()  # eq. (1)'s α, β and eq. (5)'s weights
 
     def __post_init__(self):
         """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
@@ -73,12 +73,15 @@ class TrainConfig:
         if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
             raise ValueError("--init and --imagenet are two starting points; give one of them")
 
-    def loss(self) -> LossConfig:
-        return LossConfig(cls_weight=self.cls_weight, wh_weight=self.wh_weight, off_weight=self.off_weight)
-
 
 PATH_FIELDS = ("data", "out", "imagenet", "init")
-LATER_FIELDS = {"init": "", "label_shape": "round"}  # field: default
+NESTED_FIELDS = ("augmentation", "loss")  # configs of their own, stored whole, flattened to their fields' flags
+# Knobs added after runs were published, with the value every earlier run trained with. Records are compared
+# without them where they hold that value, so a run recorded before a knob existed still matches a run asked for
+# today with that knob unchanged (published checkpoints are restored, finished runs resumed, not retrained).
+LATER_FIELDS = {"init": "", "label_shape": "round", "alpha": 2.0, "beta": 4.0, "crop_p": 0.5, "crop_scale": [0.6, 1.0],
+                "min_visibility": 0.3, "min_size": 1.0, "hflip_p": 0.5, "vflip_p": 0.5, "brightness": 0.2,
+                "contrast": 0.2, "saturation": 0.2, "hue": 0.0}
 
 
 class ConfigMismatch(ValueError):
@@ -86,19 +89,31 @@ class ConfigMismatch(ValueError):
 
 
 def recorded_config(cfg: TrainConfig) -> dict:
-    """The settings a checkpoint records and a resumed run must match, paths made repository-relative."""
-    rec = {**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}
-    # Fields added after runs were published are recorded only when set away from their default, so the published
-    # checkpoints and the runs already on disk still match their settings (and are restored or resumed, not retrained).
-    for name, default in LATER_FIELDS.items():
-        if rec[name] == default:
-            rec.pop(name)
-    return rec
+    """Every setting of a run, nested configs whole, paths made repository-relative: what checkpoints record.
+
+    In JSON's types (tuples as lists), so the checkpoint, config.json and a child's parent.json hold equal records.
+    """
+    return json.loads(json.dumps({**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}))
+
+
+def flatten(record: dict) -> dict:
+    """A recorded config with its nested configs spread into their fields: one key per command-line flag."""
+    flat = {}
+    for k, v in record.items():
+        flat.update(v if k in NESTED_FIELDS and isinstance(v, dict) else {k: v})
+    return flat
+
+
+def comparable(record: dict) -> dict:
+    """The form two records are compared in: flattened, knobs added later dropped where they hold their old value."""
+    flat = flatten(record)
+    return {k: v for k, v in flat.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def _check_same(state: dict, asked: dict, path: Path) -> None:
-    if state["config"] != asked:
-        diff = sorted(k for k in {**state["config"], **asked} if state["config"].get(k) != asked.get(k))
+    have, want = comparable(state["config"]), comparable(asked)
+    if have != want:
+        diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
 
 
@@ -116,7 +131,9 @@ def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, 
 def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distributed: tuple[int, int] | None = None):
     """A DataLoader whose order and augmentation depend only on (seed, epoch), never on earlier epochs."""
     size, stride = INPUT_SIZE[cfg.variant], STRIDE[cfg.variant]
-    ds = CrackDataset(records, size, train=train and cfg.augment)
+    augment = train and cfg.augmentation.augment
+    ds = CrackDataset(records, size, train=augment,
+                      transform=build_train_transform(size, cfg.augmentation) if augment else None)
     col = partial(collate, output_size=(size // stride, size // stride), stride=stride, max_objs=cfg.max_objs,
                   min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule, radius_rule=cfg.radius_rule,
                   label_shape=cfg.label_shape)
@@ -169,7 +186,7 @@ def load_parent(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict]:
     if stored.item() != torch.tensor(cfg.wh_scale, dtype=stored.dtype).item():
         raise ValueError(f"--init {path} has a size head of scale {stored.item():g}, not {cfg.wh_scale:g}; "
                          f"pass --wh-scale {stored.item():g}")
-    # published checkpoints are fp16: widened, as runtime.load_model does, so training runs in fp32 as ever
+    # published checkpoints are fp16: widened, as storage.load_model does, so training runs in fp32 as ever
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     weights["wh_scale"] = torch.tensor(float(cfg.wh_scale))  # the parent's own scale, unrounded
     record = {"path": portable_path(path), "sha256": file_sha256(path), "variant": state["variant"],
@@ -322,7 +339,7 @@ def _epoch(model, opt, cfg, records, epoch, device, precision, stop, progress, d
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(device, non_blocking=True) for k, v in targets.items() if isinstance(v, torch.Tensor)}
-        terms = step(model, opt, images, targets, cfg.loss(), device, precision)
+        terms = step(model, opt, images, targets, cfg.loss, device, precision)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         n_batches += 1

@@ -16,11 +16,12 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
-from .decode import PAPER, DecodeConfig
-from .fast import CALIBRATED, auto_route, build_route
+from ..data.dataset import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
+from ..decode import PAPER, DecodeConfig
+from ..device import pick_device, pick_precision
+from ..storage import load_model, save_json
 from .route import Route, detect_with
-from .runtime import load_model, pick_device, pick_precision, save_json
+from .routes import CALIBRATED, auto_route, build_route
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class PredictConfig:
     batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
-    route: str = "auto"  # crackcore.fast route: auto = the fastest needing no calibration; or fp32, int8, ...
+    route: str = "auto"  # an inference.routes route: auto = the fastest needing no calibration; or fp32, int8, ...
     calib: int = 64  # tiles from the first images that calibrate the int8 routes
     annotate: bool = True  # also write annotated PNGs
 
@@ -159,7 +160,7 @@ def checkpoint_scale(ckpt: dict, variant: str) -> float:
 
 
 def route_name(cfg: PredictConfig, device) -> str:
-    """The route `cfg.route` names; `auto` is `fast.auto_route` for the device and precision."""
+    """The route `cfg.route` names; `auto` is `routes.auto_route` for the device and precision."""
     return auto_route(device, pick_precision(device, cfg.precision)) if cfg.route == "auto" else cfg.route
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import load_records, read_image
-from .decode import DecodeConfig, decode
-from .labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma
-from .metrics import box_iou
-from .synth import SPLITS, generate
+from ..data.dataset import load_records, read_image
+from ..data.synth import SPLITS, generate
+from ..decode import DecodeConfig, decode
+from ..labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma
+from ..metrics import box_iou
 
 # §V-A: 907 images with cracks (726 train, 181 test) and 1523 background-only images; the paper has no shift splits.
 PAPER_SPLITS = {"train": 726, "test": 181, "background": 1523}

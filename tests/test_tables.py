@@ -1,7 +1,8 @@
 """Tables I and II beside the paper, the threshold sweep and per-image error counts, on hand-made inputs."""
 import pytest
 
-from crackcore.report import PAPER_TABLE2, image_errors, table1, table2, threshold_sweep
+from crackcore.paper import PAPER_TABLE2
+from crackcore.study.tables import image_errors, table1, table2, threshold_sweep
 
 
 def test_image_errors_hand_cases():

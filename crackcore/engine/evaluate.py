@@ -10,13 +10,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import CrackDataset, load_records
-from .decode import PAPER, DecodeConfig
+from ..data.dataset import CrackDataset, load_records
+from ..decode import PAPER, DecodeConfig
+from ..device import pick_device, pick_precision
+from ..inference.route import Route, detect_with
+from ..inference.routes import build_route
+from ..metrics import voc_ap
+from ..storage import load_model, portable_path, provenance, save_json
 from .diagnose import decompose
-from .fast import build_route
-from .route import Route, detect_with
-from .metrics import voc_ap
-from .runtime import load_model, pick_device, pick_precision, portable_path, provenance, save_json
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, preci
            clip: bool = True):
     """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image).
 
-    `model` is an eager model run in `precision`, or any `crackcore.route.Route` (which brings its own precision).
+    `model` is an eager model run in `precision`, or any `inference.route.Route` (which brings its own precision).
     """
     route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
     return detect_with(route, images, decoding=decoding, clip=clip)
