@@ -68,27 +68,27 @@ nbrefs: setup
 	CRACKCORE_REFERENCES=write $(MAKE) --no-print-directory chain PROFILE=quick NB_OUT=tests/notebooks
 
 # How far another float order moves the checked floats: nbval under OTHER_FLOAT_ORDER, keeping what it saw, then
-# each value's spread beside its tolerance (crackcore.reference.TOLERANCES).
+# each value's spread beside its tolerance (crackcore.study.reference.TOLERANCES).
 nbtolerance: setup
 	rm -rf runs/quick scratch/quick scratch/tolerance.json
 	-CRACKCORE_OBSERVED=$(CURDIR)/scratch/tolerance.json $(OTHER_FLOAT_ORDER) $(NBVAL) $(TORCH_NOTEBOOKS)
-	$(PY) -c "from crackcore.reference import deviations; print(deviations('scratch/tolerance.json'))"
+	$(PY) -c "from crackcore.study.reference import deviations; print(deviations('scratch/tolerance.json'))"
 
 # The size-head and radius readings on a validation split carved from the training images (README, Readings).
 readings: setup
-	$(PY) -c "from crackcore.experiment import readings_study; print(readings_study())"
+	$(PY) -c "from crackcore.study.experiment import readings_study; print(readings_study())"
 
 chain: setup
 	$(call run_chain,$(PROFILE),$(NB_OUT))
 
 # Speed and memory: results/bench/{table1,routes,training,predict}.json, summary.md and the README table.
 bench: setup
-	$(PY) -c "from crackcore.experiment import ensure_data, get_profile; ensure_data(get_profile('paper'))"
+	$(PY) -c "from crackcore.study.experiment import ensure_data, get_profile; ensure_data(get_profile('paper'))"
 	$(PY) -m crackcore bench --readme
 
 # The synthetic data's one difficulty calibration: modified_aff on 80 % of train, AP on the other 20 %.
 calibrate: setup
-	$(PY) -c "from crackcore.experiment import calibrate; print(calibrate())"
+	$(PY) -c "from crackcore.study.experiment import calibrate; print(calibrate())"
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
@@ -99,4 +99,4 @@ clean:
 
 # The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
 budget: setup
-	$(PY) -c "from crackcore.experiment import budget_curve; print(budget_curve())"
+	$(PY) -c "from crackcore.study.experiment import budget_curve; print(budget_curve())"

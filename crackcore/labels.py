@@ -7,6 +7,7 @@ of the `reg` head; at stride 1 there is no offset head and the decoder places th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,6 +109,25 @@ def label_radii(height: float, width: float, min_overlap: float = 0.3, rule: str
     if shape == "ellipse":
         return max(r, int(ELLIPSE_ALPHA * width / 2)), max(r, int(ELLIPSE_ALPHA * height / 2))
     raise ValueError(f"unknown label shape {shape!r}; choose one of {', '.join(LABEL_SHAPES)}")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How boxes become §III-A's training targets; the fields are `encode`'s keyword arguments (the `train` flags)."""
+
+    min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
+    sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
+    radius_rule: str = "corrected"  # corrected CornerNet radius | released (the larger one of [21]'s code)
+    label_shape: str = "round"  # round (§III-A) | ellipse (stretched along the box, TTFNet; not the paper's)
+    max_objs: int = 32  # most boxes per image; further ones are dropped and counted
+
+    def __post_init__(self):
+        for name, allowed in (("radius_rule", RADIUS_RULES), ("sigma_rule", SIGMA_RULES), ("label_shape", LABEL_SHAPES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if not 0 < self.min_overlap < 1 or self.max_objs < 1:
+            raise ValueError(f"min_overlap must lie in (0, 1) and max_objs be ≥ 1, got {self.min_overlap}, "
+                             f"{self.max_objs}")
 
 
 def encode(boxes, output_size: tuple[int, int], stride: int = 1, *, max_objs: int = 32, min_overlap: float = 0.3,

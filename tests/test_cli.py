@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,16 +137,18 @@ def test_nested_decoder_flags_build_the_decode_config(capsys):
     assert "threshold is a probability" in capsys.readouterr().err
 
 
-def test_nested_training_flags_build_the_augmentation_and_loss_configs():
+def test_nested_training_flags_build_the_augmentation_label_and_loss_configs():
     from crackcore.cli import build_parser, config_from_args
     from crackcore.data.transforms import AugmentConfig
     from crackcore.engine.train import TrainConfig
+    from crackcore.labels import LabelConfig
     from crackcore.losses import LossConfig
     args = build_parser().parse_args(["train", "--no-augment", "--crop-scale", "0.5,0.9", "--alpha", "3",
-                                      "--wh-weight", "0.2", "--epochs", "7"])
+                                      "--wh-weight", "0.2", "--epochs", "7", "--radius-rule", "released"])
     cfg = config_from_args(TrainConfig, args)
     assert cfg.augmentation == AugmentConfig(augment=False, crop_scale=(0.5, 0.9))
     assert cfg.loss == LossConfig(alpha=3.0, wh_weight=0.2) and cfg.epochs == 7
+    assert cfg.labels == LabelConfig(radius_rule="released")
     assert config_from_args(TrainConfig, build_parser().parse_args(["train"])) == TrainConfig()
 
 

@@ -50,7 +50,7 @@ def test_overridden_settings_train_in_their_own_folder(profile):
     plain = ex.train_config(profile, "modified")
     other = ex.train_config(profile, "modified", label_shape="ellipse", epochs=3)
     assert other.out == str(profile.runs / "modified-seed0-epochs=3-label_shape=ellipse")
-    assert (other.epochs, other.label_shape) == (3, "ellipse") and plain.out != other.out
+    assert (other.epochs, other.labels.label_shape) == (3, "ellipse") and plain.out != other.out
 
 
 def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
@@ -60,7 +60,7 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
     profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
     read = []
     real_load = dataset.load_records
-    for module in (dataset, evaluate, train):  # every reader of annotation files on the calibration's path
+    for module in (dataset, evaluate, train, ex):  # every reader of annotation files on the calibration's path
         monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
                             real_load(src, split, **kw))
     r = ex.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)

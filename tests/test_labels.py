@@ -202,3 +202,13 @@ def test_ellipse_label_equals_the_round_one_on_a_square_box():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="label shape"):
         encode(box, (80, 80), 1, label_shape="square")
+
+
+def test_label_config_refuses_unknown_rules_and_impossible_values():
+    from crackcore.labels import LabelConfig
+    with pytest.raises(ValueError, match="radius_rule 'bigger'"):
+        LabelConfig(radius_rule="bigger")
+    with pytest.raises(ValueError, match="min_overlap"):
+        LabelConfig(min_overlap=1.0)
+    with pytest.raises(ValueError, match="max_objs"):
+        LabelConfig(max_objs=0)

@@ -43,8 +43,7 @@ def train_and_read_sizes(cfg: TrainConfig, seed: int = 0):
     # records the size of the model's input: mean_box_size then reads the boxes at their own scale
     records = [Record(Path(f"r{i}.png"), b, 80, 80, i) for i, b in enumerate(boxes)]
     model = new_model(cfg, records)
-    targets = [encode(b, (SIZE, SIZE), 1, max_objs=1, radius_rule=cfg.radius_rule, sigma_rule=cfg.sigma_rule)
-               for b in boxes]
+    targets = [encode(b, (SIZE, SIZE), 1, **vars(replace(cfg.labels, max_objs=1))) for b in boxes]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(seed + 1)
     model.train()

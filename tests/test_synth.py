@@ -1,7 +1,6 @@
 """The synthetic generator: determinism, the §V-A splits, the held-out family, the visibility rule and its boxes,
 COCO output."""
 import json
-import math
 from collections import Counter
 from dataclasses import replace
 

@@ -17,7 +17,7 @@ import torch
 from crackcore.data.dataset import load_records
 from crackcore.data.transforms import AugmentConfig
 import crackcore.engine.train as train_mod
-from crackcore.engine.train import TrainConfig, collate, lr_at, make_loader, train
+from crackcore.engine.train import TrainConfig, lr_at, make_loader, train
 from crackcore.losses import centernet_loss
 from crackcore.models import build_model
 from crackcore.storage import CheckpointError, load_checkpoint
@@ -246,3 +246,11 @@ def test_checkpoints_published_before_the_nested_configs_still_match_the_paper_p
                   replace(today, augmentation=replace(today.augmentation, augment=False))):
         with pytest.raises(train_mod.ConfigMismatch):
             train_mod._check_same({"config": old}, train_mod.recorded_config(other), published)
+
+
+def test_with_flags_reaches_nested_knobs_by_their_flag_names():
+    cfg = train_mod.with_flags(TrainConfig(), radius_rule="released", alpha=3.0, brightness=0.0, epochs=5)
+    assert (cfg.labels.radius_rule, cfg.loss.alpha, cfg.augmentation.brightness, cfg.epochs) == ("released", 3.0, 0.0, 5)
+    assert (cfg.labels.sigma_rule, cfg.loss.beta, cfg.augmentation.contrast) == ("paper", 4.0, 0.2)  # neighbours kept
+    with pytest.raises(TypeError, match="no knob 'alhpa'"):
+        train_mod.with_flags(TrainConfig(), alhpa=3.0)

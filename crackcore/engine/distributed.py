@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -17,7 +18,7 @@ def train_distributed(cfg: TrainConfig, resume: bool = False) -> None:
     try:
         # Each process sees batch_size / world images per step, so the global batch stays the paper's 16.
         per_rank = max(1, cfg.batch_size // world)
-        local = TrainConfig(**{**cfg.__dict__, "batch_size": per_rank})
+        local = replace(cfg, batch_size=per_rank)
         train(local, resume=resume, progress=rank == 0, rank=rank, world=world, record_config=cfg)
         dist.barrier()
     finally:

@@ -12,7 +12,7 @@ import json
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..data.dataset import CrackDataset, load_records, training_scale
 from ..data.transforms import AugmentConfig, build_train_transform
 from ..device import autocast, pick_device, pick_precision, seed_everything
-from ..labels import LABEL_SHAPES, RADIUS_RULES, SIGMA_RULES, encode
+from ..labels import LabelConfig, encode
 from ..losses import LossConfig, centernet_loss
 from ..models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
 from ..storage import (CheckpointError, atomic_write, file_sha256, load_checkpoint, portable_path, provenance,
@@ -55,19 +55,14 @@ class TrainConfig:
     augmentation: AugmentConfig = AugmentConfig()  # §IV-B: random crop, flips, colour jitter and their strengths
     imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
     init: str = ""  # a crackcore checkpoint of the same variant to start from (fine-tuning); empty = from scratch
-    max_objs: int = 32  # most boxes per image; further ones are dropped and counted
-    min_overlap: float = 0.3  # IoU the Gaussian radius guarantees (§III-A)
-    sigma_rule: str = "paper"  # paper (σ = r/3) | centernet (σ = (2r+1)/6)
-    radius_rule: str = "corrected"  # corrected CornerNet radius | released (the larger one of [21]'s code)
-    label_shape: str = "round"  # round (§III-A) | ellipse (stretched along the box, TTFNet; not the paper's)
+    labels: LabelConfig = LabelConfig()  # §III-A: the Gaussian's radius and σ rules, its shape, boxes per image
     wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
     wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
     loss: LossConfig = LossConfig()  # eq. (1)'s α, β and eq. (5)'s weights
 
     def __post_init__(self):
         """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
-        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS), ("radius_rule", RADIUS_RULES),
-                              ("sigma_rule", SIGMA_RULES), ("label_shape", LABEL_SHAPES)):
+        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
@@ -75,7 +70,7 @@ class TrainConfig:
 
 
 PATH_FIELDS = ("data", "out", "imagenet", "init")
-NESTED_FIELDS = ("augmentation", "loss")  # configs of their own, stored whole, flattened to their fields' flags
+NESTED_FIELDS = ("augmentation", "labels", "loss")  # configs of their own, stored whole; their fields are flags
 # Knobs added after runs were published, with the value every earlier run trained with. Records are compared
 # without them where they hold that value, so a run recorded before a knob existed still matches a run asked for
 # today with that knob unchanged (published checkpoints are restored, finished runs resumed, not retrained).
@@ -110,6 +105,20 @@ def comparable(record: dict) -> dict:
     return {k: v for k, v in flat.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
+def with_flags(cfg: TrainConfig, **flags) -> TrainConfig:
+    """`cfg` with knobs replaced by their flag names, whether a field of TrainConfig or of a nested config."""
+    top, parts = {}, {}
+    for k, v in flags.items():
+        owner = next((n for n in NESTED_FIELDS if k in {f.name for f in fields(getattr(cfg, n))}), None)
+        if owner is not None:
+            parts.setdefault(owner, {})[k] = v
+        elif k in {f.name for f in fields(cfg)}:
+            top[k] = v
+        else:
+            raise TypeError(f"TrainConfig has no knob {k!r}")
+    return replace(cfg, **top, **{n: replace(getattr(cfg, n), **d) for n, d in parts.items()})
+
+
 def _check_same(state: dict, asked: dict, path: Path) -> None:
     have, want = comparable(state["config"]), comparable(asked)
     if have != want:
@@ -117,12 +126,11 @@ def _check_same(state: dict, asked: dict, path: Path) -> None:
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
 
 
-def collate(batch, *, output_size: tuple[int, int], stride: int, max_objs: int, min_overlap: float,
-            sigma_rule: str, radius_rule: str, label_shape: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def collate(batch, *, output_size: tuple[int, int], stride: int, labels: LabelConfig
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stack images and encode each image's boxes into CenterNet targets (runs inside DataLoader workers)."""
     images = torch.stack([img for img, _ in batch])  # (B, 3, S, S)
-    enc = [encode(b, output_size, stride, max_objs=max_objs, min_overlap=min_overlap, sigma_rule=sigma_rule,
-                  radius_rule=radius_rule, label_shape=label_shape) for _, b in batch]
+    enc = [encode(b, output_size, stride, **asdict(labels)) for _, b in batch]
     targets = {k: torch.stack([e[k] for e in enc]) for k in enc[0]}
     targets["boxes"] = [b for _, b in batch]
     return images, targets
@@ -134,9 +142,7 @@ def make_loader(cfg: TrainConfig, records, train: bool, epoch: int = 0, distribu
     augment = train and cfg.augmentation.augment
     ds = CrackDataset(records, size, train=augment,
                       transform=build_train_transform(size, cfg.augmentation) if augment else None)
-    col = partial(collate, output_size=(size // stride, size // stride), stride=stride, max_objs=cfg.max_objs,
-                  min_overlap=cfg.min_overlap, sigma_rule=cfg.sigma_rule, radius_rule=cfg.radius_rule,
-                  label_shape=cfg.label_shape)
+    col = partial(collate, output_size=(size // stride, size // stride), stride=stride, labels=cfg.labels)
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     sampler = None
     if distributed is not None:

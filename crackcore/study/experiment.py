@@ -14,9 +14,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import synth, synth_crack, synth_files, synth_surface
+from ..data.dataset import load_records, write_coco
+from ..data.synth import SynthConfig
+from ..data.synth_files import write_dataset
 from ..device import pick_precision
-from ..engine.train import TrainConfig
-from ..storage import ROOT, file_sha256, save_json
+from ..engine.diagnose import decompose
+from ..engine.evaluate import EvalConfig, evaluate
+from ..engine.train import ConfigMismatch, TrainConfig, comparable, recorded_config, train, with_flags
+from ..storage import ROOT, file_sha256, load_checkpoint, load_model, portable_path, save_checkpoint, save_json
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,6 @@ def get_profile(name: str) -> Profile:
 
 def synth_config(profile: Profile, seed: int = 0):
     """The generator's defaults with this profile's split sizes (a quick set is a prefix of the paper set)."""
-    from ..data.synth import SynthConfig
 
     return dataclasses.replace(SynthConfig(), seed=seed, n_train=profile.train_size, n_test=profile.test_size,
                                n_background=profile.background_size, n_shift=profile.test_size,
@@ -72,7 +77,6 @@ def fingerprint(obj) -> str:
 
 def source_fingerprint(profile: Profile, seed: int = 0) -> str:
     """Changes whenever the generator's settings or its source change: then the data are regenerated."""
-    from ..data import synth, synth_crack, synth_files, synth_surface
 
     src = b"".join(Path(m.__file__).read_bytes() for m in (synth, synth_crack, synth_surface, synth_files))
     return fingerprint([dataclasses.asdict(synth_config(profile, seed)), hashlib.sha256(src).hexdigest()])
@@ -83,7 +87,6 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 
     Models depend on the pixels' hash, not on the source: a refactoring that draws the same images retrains nothing.
     """
-    from ..data.synth_files import write_dataset
 
     root, src = profile.data, source_fingerprint(profile, seed)
     stamp = root / "FINGERPRINT.json"
@@ -101,13 +104,12 @@ def ensure_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
 def train_config(profile: Profile, variant: str, seed: int = 0, **overrides):
     """§IV-B's protocol at this profile's size; each set of `overrides` trains in a run folder named after them."""
     name = f"{variant}-seed{seed}" + "".join(f"-{k}={str(v).replace('/', '_')}" for k, v in sorted(overrides.items()))
-    return dataclasses.replace(profile.train, **{"variant": variant, "data": str(profile.data),
-                                                 "out": str(profile.runs / name), "seed": seed, **overrides})
+    return with_flags(profile.train, **{"variant": variant, "data": str(profile.data), "out": str(profile.runs / name),
+                                         "seed": seed, **overrides})
 
 
 def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
     """Train (or resume, or skip) one variant; a run made from other data is moved aside and redone."""
-    from ..engine.train import ConfigMismatch, train
 
     fp = ensure_data(profile, progress=progress)  # one data set per profile; `seed` seeds training only
     cfg = train_config(profile, variant, seed, **overrides)
@@ -133,8 +135,6 @@ def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
     """Start from the committed fp16 checkpoint when it was trained with exactly `cfg` on these pixels (perhaps on
     another machine): its weights widened to fp32 become the run's model.pt, so a fresh clone evaluates instead of
     retraining for hours. Any difference in settings or data leaves the run to be trained here."""
-    from ..engine.train import comparable, recorded_config
-    from ..storage import load_checkpoint, portable_path, save_checkpoint
 
     out = Path(cfg.out)
     published = profile.results / "checkpoints" / f"{cfg.variant}-seed{cfg.seed}.fp16.pt"
@@ -162,7 +162,6 @@ def _move_aside(out: Path) -> None:
 
 def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bool = True) -> dict:
     """Table I/II metrics of one trained variant, recomputed only when the checkpoint changed."""
-    from ..engine.evaluate import EvalConfig, evaluate
 
     ckpt = ensure_trained(profile, variant, seed, progress)
     out = profile.results_dir("metrics") / f"{variant}-seed{seed}.json"
@@ -183,7 +182,6 @@ def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:
     """A half-precision copy of a trained model under results/checkpoints/ (small enough to commit; loads widened)."""
     import torch
 
-    from ..storage import load_checkpoint, save_checkpoint
 
     ckpt = ensure_trained(profile, variant, seed, progress=False)
     state = load_checkpoint(ckpt, variant)
@@ -203,7 +201,6 @@ def validation_split(profile: Profile, seed: int = 0, val_fraction: float = 0.2,
     """Carve a seeded validation split from the training images: (fit.json, val.json) in `folder`. Test never read."""
     import numpy as np
 
-    from ..data.dataset import load_records, write_coco
 
     records = load_records(profile.data, "train")
     order = np.random.default_rng(seed + 7919).permutation(len(records))  # a seed stream no other step uses
@@ -219,7 +216,6 @@ CALIBRATION_BAND = (90.0, 97.0)  # validation AP07 of the paper's regime (Table 
 
 def load_checkpoint_provenance(path: Path) -> dict:
     """Where and how a checkpoint was trained (device, precision, versions), as its `provenance` records it."""
-    from ..storage import load_checkpoint
 
     return load_checkpoint(path).get("provenance", {})
 
@@ -236,8 +232,6 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     repeated once and both are reported. The held-out family's splits are never read. Written to
     results/metrics/calibration-*.json.
     """
-    from ..engine.evaluate import EvalConfig, evaluate
-    from ..engine.train import train
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     fp = ensure_data(profile, progress=progress)
@@ -293,17 +287,12 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     Written to results/metrics/reading-{name}.json with the diagnostic of `crackcore.engine.diagnose` on the validation
     split and on the fit split (train AP beside validation AP). Skipped when that file holds the same settings.
     """
-    from ..data.dataset import load_records
-    from ..engine.diagnose import decompose
-    from ..engine.train import comparable, recorded_config, train
-    from ..storage import load_model
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     fp = ensure_data(profile, progress=progress)
     fit, val = validation_split(profile, seed)
-    cfg = dataclasses.replace(train_config(profile, variant, seed), data=str(fit), out="",
-                              epochs=epochs or profile.train.epochs, lr_drop_epoch=lr_drop_epoch or profile.train.lr_drop_epoch,
-                              **{**(base or {}), **READINGS[name]})
+    cfg = with_flags(train_config(profile, variant, seed), data=str(fit), out="", epochs=epochs or profile.train.epochs,
+                     lr_drop_epoch=lr_drop_epoch or profile.train.lr_drop_epoch, **{**(base or {}), **READINGS[name]})
     key = {**comparable(recorded_config(cfg)), "data": fp}  # two names for one setting share one run
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
@@ -358,9 +347,6 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
     The paper-protocol point is the Table I run itself; longer budgets train in runs/<profile>/budget/. Written to
     results/metrics/budget-{variant}-seed{seed}.json; a budget already there with the same settings is kept.
     """
-    from ..engine.evaluate import EvalConfig, evaluate
-    from ..engine.train import comparable, recorded_config, train
-    from ..storage import load_checkpoint
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     out = profile.results_dir("metrics") / f"budget-{variant}-seed{seed}.json"
