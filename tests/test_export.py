@@ -10,7 +10,7 @@ pytest.importorskip("onnx")
 from crackcore.decode import decode
 from crackcore.inference.onnx_export import ExportConfig, calibration_images, export
 from crackcore.inference.onnx_export import OnnxRoute
-from crackcore.inference.route import detect_with
+from crackcore.inference.routes import detect
 from crackcore.models import build_model, sigmoid_heatmap
 from crackcore.storage import CheckpointError, provenance, save_checkpoint
 
@@ -52,7 +52,7 @@ def test_onnx_matches_pytorch_heatmap_and_boxes(tmp_path, variant):
     heat_ref, heat_got = sigmoid_heatmap(ref["hm"]), sigmoid_heatmap(got["hm"])
     assert float((heat_got - heat_ref).abs().max()) <= 1e-4
     want = decode(heat_ref, ref["wh"], ref.get("reg"), stride=m.stride)
-    have, _ = detect_with(route, x)
+    have, _ = detect(route, x)
     for a, b in zip(have, want):
         assert len(b["boxes"]) > 0  # the +1 bias makes detections: the comparison is not of two empty lists
         # identical up to float rounding of wh/reg (ONNX Runtime's conv kernels sum in another order)

@@ -1,14 +1,13 @@
-"""Inference routes (issue 6, item 2): each route's raw outputs and decoded boxes against the fp32 eager model."""
+"""Inference routes: each route's raw outputs and decoded boxes against the fp32 eager model, and the one `detect`."""
 import os
 
 import pytest
 import torch
 from torch import nn
 
-from crackcore.decode import DecodeConfig
-from crackcore.engine.evaluate import detect
-from crackcore.inference.route import detect_with, fold_bn
-from crackcore.inference.routes import FP32_EXACT, ROUTES, build_route, route_names
+from crackcore.decode import DecodeConfig, decode
+from crackcore.inference.route import fold_bn
+from crackcore.inference.routes import FP32_EXACT, ROUTES, build_route, detect, route_names
 from crackcore.models import build_model, sigmoid_heatmap
 
 SIZE = {"modified_aff": 48, "centernet_r18": 80}  # small inputs; 80 is not a multiple of 32: r18's padding path runs
@@ -109,13 +108,23 @@ def test_approximate_routes_stay_close(case, name):
     assert heat_err < (0.02 if route.precision == "bf16" else 0.08)
 
 
-def test_detect_with_is_evaluate_detect(case):
+def test_detect_on_a_model_is_its_fp32_route_and_the_decoder_on_its_outputs(case):
+    """One `detect`: an eager model goes through its fp32 route, and both equal §IV-C's decoder on the raw outputs."""
     m, x, _, _ = case
-    want, want_max = detect(m, x, decoding=DecodeConfig(k=10, threshold=0.0))
-    got, got_max = detect_with(build_route("fp32", m), x, decoding=DecodeConfig(k=10, threshold=0.0))
+    dc = DecodeConfig(k=10, threshold=0.0)
+    want, want_max = detect(m, x, decoding=dc)
+    got, got_max = detect(build_route("fp32", m), x, decoding=dc)
     torch.testing.assert_close(got_max, want_max, atol=0, rtol=0)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with torch.no_grad():
+        out = m(x)
+    heat = sigmoid_heatmap(out["hm"])
+    by_hand = decode(heat, out["wh"], out.get("reg"), stride=m.stride, decoding=dc)
+    torch.testing.assert_close(want_max, heat.amax(dim=(1, 2, 3)), atol=1e-4, rtol=0)
+    for a, b in zip(want, by_hand):
+        torch.testing.assert_close(a["scores"], b["scores"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-2, rtol=0)
 
 
 # ---- a constructed easy case: three blobs that every route must find at the same pixels -------------------------
@@ -155,8 +164,8 @@ def blob_detector() -> nn.Module:
 def test_every_route_decodes_the_easy_case_alike(name):
     m = blob_detector()
     route = build(name, m, torch.cat([blob_images(2, s) for s in (-3, 0, 3)]), 48)
-    want, _ = detect_with(build_route("fp32", m), blob_images())
-    got, _ = detect_with(route, blob_images())
+    want, _ = detect(build_route("fp32", m), blob_images())
+    got, _ = detect(route, blob_images())
     for a, b in zip(got, want):
         assert len(b["boxes"]) == len(BLOBS)  # the construction works: one box per blob, nothing else
         centres = lambda d: ((d["boxes"][:, :2] + d["boxes"][:, 2:]) / 2).round()  # noqa: E731

@@ -13,8 +13,7 @@ from tqdm import tqdm
 from ..data.dataset import CrackDataset, load_records
 from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
-from ..inference.route import Route, detect_with
-from ..inference.routes import build_route
+from ..inference.routes import detect
 from ..metrics import voc_ap
 from ..storage import load_model, portable_path, provenance, save_json
 from .diagnose import decompose
@@ -37,16 +36,6 @@ class EvalConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     limit: int = 0  # evaluate on the first `limit` images of each split only (quick profile); 0 = all
-
-
-def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, precision: str = "fp32",
-           clip: bool = True):
-    """Forward a (B, 3, S, S) batch in [0, 1] and decode it (§IV-C); returns (detections, heatmap max per image).
-
-    `model` is an eager model run in `precision`, or any `inference.route.Route` (which brings its own precision).
-    """
-    route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
-    return detect_with(route, images, decoding=decoding, clip=clip)
 
 
 def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

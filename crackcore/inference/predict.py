@@ -20,8 +20,8 @@ from ..data.dataset import IMAGE_SUFFIXES, DataError, read_image, rescale, to_in
 from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..storage import load_model, save_json
-from .route import Route, detect_with
-from .routes import CALIBRATED, auto_route, build_route
+from .route import Route
+from .routes import CALIBRATED, auto_route, build_route, detect
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
         dets = []
         for chunk in batch.split(cfg.batch_size):
             # clip=False: a crack reaching past its tile keeps its full box
-            dets += detect_with(route, chunk, decoding=cfg.decoding, clip=False)[0]
+            dets += detect(route, chunk, decoding=cfg.decoding, clip=False)[0]
         for i, image, t, origins, shape in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
             det = merge_tiles(mine, origins, *shape, tile, cfg)

@@ -1,8 +1,8 @@
-"""An inference route: one way of running the §III model, behind one call, and the §IV-C detection on top of it.
+"""An inference route: one way of running the §III model, behind one call, and BatchNorm folding.
 
 A route is built once from an eval-mode `CenterNet` and called like the model: `route(images)` with (B, 3, H, W)
 floats in [0, 1] returns the raw output dict (`hm` logits, `wh`, `reg` at stride 4, `aff` where the route keeps it),
-always as fp32 tensors, so `detect_with` decodes every route (eager, int8, ONNX Runtime, ...) with the same code.
+always as fp32 tensors, so `routes.detect` decodes every route (eager, int8, ONNX Runtime, ...) with the same code.
 BatchNorm folding lives here because the eager, int8 and compiled routes all start from it. The routes themselves
 are registered in `routes`; the int8 ones are in `int8`, the ONNX Runtime ones in `onnx_export`, and none of those
 imports `routes`, so the three never import each other in a circle.
@@ -17,9 +17,6 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock
-
-from ..decode import PAPER, DecodeConfig, decode
-from ..models import sigmoid_heatmap
 
 
 class RouteUnavailable(RuntimeError):
@@ -43,14 +40,6 @@ class Route:
         with torch.inference_mode():
             out = self.fn(images.to(self.device))
         return {k: v.float() for k, v in out.items()}  # bf16/int8 routes hand back fp32, as the eager model does
-
-
-def detect_with(route, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, clip: bool = True):
-    """`evaluate.detect` for any route (§IV-C): returns (detections per image, heatmap max per image)."""
-    out = route(images)
-    heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
-    dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, decoding=decoding, clip=clip)
-    return dets, heat.amax(dim=(1, 2, 3)).cpu()
 
 
 def as_route(name: str, model, fn, precision: str = "fp32", device=None, note: str = "") -> Route:
@@ -88,4 +77,4 @@ def fold_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["Route", "RouteUnavailable", "as_route", "detect_with", "fold_bn"]
+__all__ = ["Route", "RouteUnavailable", "as_route", "fold_bn"]

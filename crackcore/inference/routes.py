@@ -1,6 +1,6 @@
 """Inference routes for real-time detection: the registry of every way of running the §III model.
 
-Each route builder takes an eval-mode `CenterNet` and returns a `route.Route`, which `detect_with` decodes with the
+Each route builder takes an eval-mode `CenterNet` and returns a `route.Route`, which `detect` decodes with the
 same §IV-C code whatever ran underneath. The eager, TorchScript and torch.compile routes are built here; the int8
 ones in `int8` and the ONNX Runtime ones in `onnx_export`, imported only when asked for.
 Routes that need something this machine lacks raise `RouteUnavailable` with the reason, so a bench can list it.
@@ -14,7 +14,9 @@ from typing import Callable
 
 import torch
 
+from ..decode import PAPER, DecodeConfig, decode
 from ..device import autocast
+from ..models import sigmoid_heatmap
 from .route import Route, RouteUnavailable, as_route, fold_bn
 
 
@@ -178,4 +180,18 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-__all__ = ["ROUTES", "ROUTE_OPTIONS", "FP32_EXACT", "CALIBRATED", "auto_route", "build_route", "route_names"]
+def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, precision: str = "fp32",
+           clip: bool = True):
+    """§IV-C on a (B, 3, S, S) batch in [0, 1]: forward, sigmoid, decode; returns (detections, heatmap max per image).
+
+    `model` is any `Route` (which brings its own precision) or an eager model, run on the eager route of `precision`.
+    Evaluation, `predict` and the bench all detect through here.
+    """
+    route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
+    out = route(images)
+    heat = sigmoid_heatmap(out["hm"])  # (B, 1, H/s, W/s)
+    dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, decoding=decoding, clip=clip)
+    return dets, heat.amax(dim=(1, 2, 3)).cpu()
+
+
+__all__ = ["ROUTES", "ROUTE_OPTIONS", "FP32_EXACT", "CALIBRATED", "auto_route", "build_route", "detect", "route_names"]

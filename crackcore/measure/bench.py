@@ -23,11 +23,11 @@ import torch
 
 from ..data.dataset import load_records, read_image, to_input
 from ..device import cpu_has_bf16, machine, pick_device, pick_precision, seed_everything
-from ..engine.evaluate import detect, run_split
+from ..engine.evaluate import run_split
 from ..engine.train import TrainConfig, make_loader, step
 from ..inference.onnx_export import calibration_images
-from ..inference.route import RouteUnavailable, detect_with
-from ..inference.routes import CALIBRATED, ROUTES, auto_route, build_route
+from ..inference.route import RouteUnavailable
+from ..inference.routes import CALIBRATED, ROUTES, auto_route, build_route, detect
 from ..metrics import voc_ap
 from ..models import VARIANTS, build_model, model_stats
 from ..storage import ROOT, load_model, provenance, save_json
@@ -85,7 +85,7 @@ def bench_variant(variant: str, cfg: BenchConfig, device: torch.device, precisio
     fp32 = one if precision == "fp32" else time_call(lambda: detect(model, to_input(image)), cfg.runs, cfg.warmup,
                                                      sync)
     route = build_route(auto_route(device, precision), model)  # what `crackcore predict` runs by default
-    fast = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, sync)
+    fast = time_call(lambda: detect(route, to_input(image)), cfg.runs, cfg.warmup, sync)
     limit = inference_limit_fps(model, route.precision, cfg.limit_runs)
     lat = statistics.median(one)
     fps_route = 1 / statistics.median(fast)
@@ -116,7 +116,7 @@ def bench_routes(cfg: BenchConfig, device: torch.device) -> dict:
             rows.append({"route": name, "available": False, "reason": str(e)})
             continue
         build_s = time.perf_counter() - t0
-        times = time_call(lambda: detect_with(route, to_input(image)), cfg.runs, cfg.warmup, device_sync(device))
+        times = time_call(lambda: detect(route, to_input(image)), cfg.runs, cfg.warmup, device_sync(device))
         # batch 1, as timed: shape-specialised routes (trace, compile) would otherwise recompile for every batch size
         preds, targets, _ = run_split(route, test, batch_size=1)
         fps = 1 / statistics.median(times)
