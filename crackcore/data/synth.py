@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from ..paper import PAPER_SPLITS
 from .synth_crack import crack, padded_box, visible_mask, visible_points
 from .synth_surface import (FAMILIES, camera, gauss, illumination, negatives, noise_sigma, optics, sensor, texture,
                             texture_sigma)
@@ -35,11 +36,11 @@ class SynthConfig:
     """Every knob of the generator; scalar fields are `crackcore synth` flags, tuples (low, high) ranges too."""
     seed: int = 0
     size: int = 80  # §IV-B: all images are 80×80
-    n_train: int = 726  # §V-A: 726 training and 181 test images with cracks, 1523 background-only images
-    n_test: int = 181
-    n_background: int = 1523
-    n_shift: int = 181  # crack images of the held-out family (domain-shift test)
-    n_shift_background: int = 181  # background images of the held-out family
+    n_train: int = PAPER_SPLITS["train"]  # §V-A: 726 training and 181 test images with cracks, 1523 backgrounds
+    n_test: int = PAPER_SPLITS["test"]
+    n_background: int = PAPER_SPLITS["background"]
+    n_shift: int = PAPER_SPLITS["test"]  # crack images of the held-out family (domain-shift test)
+    n_shift_background: int = PAPER_SPLITS["test"]  # background images of the held-out family
     holdout_family: str = "granular"  # never in train/test/background; "" = no held-out family (shift splits empty)
     second_family_p: float = 0.3  # a second family's texture at half strength
     gray_p: float = 0.5  # grey-level camera (the three channels equal) rather than colour

@@ -15,9 +15,8 @@ from ..data.synth import SPLITS, generate
 from ..decode import DecodeConfig, decode
 from ..labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma
 from ..metrics import box_iou
+from ..paper import PAPER_SPLITS
 
-# §V-A: 907 images with cracks (726 train, 181 test) and 1523 background-only images; the paper has no shift splits.
-PAPER_SPLITS = {"train": 726, "test": 181, "background": 1523}
 NEGATIVE_FLAGS = ("scratch", "seam", "edge", "joint", "stain", "fibre", "specular")  # drawn or not, per image
 NEGATIVE_COUNTS = ("pinholes", "blobs", "dust")  # Poisson counts per image
 SHORT_NAMES = {"scratch": "scratch", "seam": "seam", "edge": "edge", "joint": "joint", "stain": "stain",

@@ -22,6 +22,7 @@ from ..device import pick_precision
 from ..engine.diagnose import decompose
 from ..engine.evaluate import EvalConfig, evaluate
 from ..engine.train import ConfigMismatch, TrainConfig, comparable, recorded_config, train, with_flags
+from ..paper import PAPER_SPLITS
 from ..storage import ROOT, file_sha256, load_checkpoint, load_model, portable_path, save_checkpoint, save_json
 
 
@@ -50,7 +51,8 @@ class Profile:
 
 
 PROFILES = {
-    "paper": Profile("paper", 726, 181, 1523, ROOT / "data" / "synth", ROOT / "runs" / "paper", ROOT / "results"),
+    "paper": Profile("paper", PAPER_SPLITS["train"], PAPER_SPLITS["test"], PAPER_SPLITS["background"],
+                     ROOT / "data" / "synth", ROOT / "runs" / "paper", ROOT / "results"),
     # two epochs in fp32, so that the numbers are the same run to run on one machine
     "quick": Profile("quick", 48, 24, 48, ROOT / "scratch" / "quick" / "data", ROOT / "runs" / "quick",
                      ROOT / "scratch" / "quick", TrainConfig(epochs=2, lr_drop_epoch=1, precision="fp32")),
