@@ -192,3 +192,40 @@ def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile)
     table = budget_table(r)
     assert list(table.index) == [1, 2] and table.loc[2, "test AP07"] == r["budgets"]["2"]["ap07_test"]
     assert plots.budget_curve(table, 96.16, 97.96).axes[0].get_xlabel().startswith("epochs")
+
+
+def test_committed_metrics_of_a_finished_run_survive_a_fresh_clone_but_not_a_change(profile, monkeypatch):
+    """Seeds other than 0 commit metrics but no checkpoint: a machine without the run folder keeps those metrics
+    when data and settings match, and retrains when either differs."""
+    import shutil
+
+    from crackcore.engine import train as train_module
+
+    m = ex.ensure_evaluated(profile, "modified", seed=1, progress=False)
+    assert m["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
+    shutil.rmtree(profile.runs / "modified-seed1")  # a fresh clone: results/ only
+    saved = profile.results / "metrics" / "modified-seed1.json"
+    mtime = saved.stat().st_mtime_ns
+    monkeypatch.setattr(train_module, "_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
+    assert ex.ensure_evaluated(profile, "modified", seed=1, progress=False)["ap07"] == m["ap07"]
+    assert saved.stat().st_mtime_ns == mtime and not (profile.runs / "modified-seed1").exists()
+    assert ex.seed_runs(profile, "1", ["modified"]) == {"modified": {1: m}}
+
+    other = {**json.loads(saved.read_text()), "data_pixels_sha256": "0" * 64}  # metrics of other pixels
+    saved.write_text(json.dumps(other))
+    with pytest.raises(pytest.fail.Exception, match="retrained"):
+        ex.ensure_evaluated(profile, "modified", seed=1, progress=False)
+    real = ex.train_config  # metrics of other settings
+    saved.write_text(json.dumps(m))
+    monkeypatch.setattr(ex, "train_config", lambda *a, **k: dataclasses.replace(real(*a, **k), wh_scale=8.0))
+    with pytest.raises(pytest.fail.Exception, match="retrained"):
+        ex.ensure_evaluated(profile, "modified", seed=1, progress=False)
+
+
+def test_seed_runs_reads_make_seeds_and_goes_seed_major(profile, monkeypatch):
+    order = []
+    monkeypatch.setattr(ex, "ensure_evaluated", lambda p, v, s, progress=False: order.append((v, s)) or {"v": v, "s": s})
+    runs = ex.seed_runs(profile, "0 1", ["a", "b"])
+    assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]  # a whole seed at a time
+    assert runs == {"a": {0: {"v": "a", "s": 0}, 1: {"v": "a", "s": 1}}, "b": {0: {"v": "b", "s": 0}, 1: {"v": "b", "s": 1}}}
+    assert list(ex.seed_runs(profile, 2, ["a"])["a"]) == [2] and list(ex.seed_runs(profile, [3, 4], ["a"])["a"]) == [3, 4]

@@ -1,8 +1,9 @@
 """Tables I and II beside the paper, the threshold sweep and per-image error counts, on hand-made inputs."""
+import numpy as np
 import pytest
 
 from crackcore.paper import PAPER_TABLE2
-from crackcore.study.tables import image_errors, table1, table2, threshold_sweep
+from crackcore.study.tables import image_errors, paired_differences, seed_table, table1, table2, threshold_sweep
 
 
 def test_image_errors_hand_cases():
@@ -40,3 +41,52 @@ def test_threshold_sweep_test_recall_from_pr_curve():
     pr = {"scores": [0.9, 0.6, 0.3], "recall": [0.25, 0.25, 0.5], "precision": [1.0, 0.5, 2 / 3]}
     sw = threshold_sweep([0.0], thresholds=[0.2, 0.5, 0.7, 0.95], pr_curve=pr)
     assert sw["test_recall"].tolist() == [0.5, 0.25, 0.25, 0.0]
+
+
+def _run(ap, clean, nms=0.0):
+    return {"ap07": ap, "background": {"accuracy": clean}, "diagnosis": {"test": {"ap07_box_nms_0.5": nms}}}
+
+
+def test_seed_table_mean_and_sample_sd_by_hand():
+    runs = {"modified": {0: _run(40.0, 50.0), 1: _run(44.0, 60.0), 2: _run(48.0, 70.0)},
+            "modified_aff": {0: _run(50.0, 80.0)}}
+    t = seed_table(runs)
+    row = t.loc["modified"]
+    # mean 44, sample sd sqrt(((−4)² + 0 + 4²) / 2) = 4; clean: mean 60, sd 10
+    assert (row["AP07 mean"], row["AP07 sd"], row["clean % mean"], row["clean % sd"]) == (44.0, 4.0, 60.0, 10.0)
+    assert row["AP07 per seed"] == "40.0 / 44.0 / 48.0" and row["seeds"] == "0 1 2" and row["paper AP"] == 95.48
+    assert np.isnan(t.loc["modified_aff", "AP07 sd"])  # one seed: no spread
+    assert t.loc["modified_aff", "paper clean %"] == PAPER_TABLE2["accuracy"] and np.isnan(row["paper clean %"])
+
+
+def test_paired_differences_t_interval_by_hand():
+    runs = {"centernet_r18": {0: _run(40.0, 40.0), 1: _run(42.0, 50.0), 2: _run(41.0, 45.0)},
+            "modified": {0: _run(44.0, 50.0), 1: _run(47.0, 50.0), 2: _run(46.0, 40.0)},
+            "modified_aff": {0: _run(45.0, 0.0), 1: _run(46.0, 0.0)}}
+    g = paired_differences(runs)
+    row = g.loc["modified − centernet_r18"]
+    # differences 4, 5, 5: mean 14/3, sd sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3); half-width 4.303 · sd / sqrt(3)
+    half = 4.303 / 3
+    assert row["mean"] == pytest.approx(14 / 3) and row["sd"] == pytest.approx(np.sqrt(1 / 3))
+    assert (row["95% low"], row["95% high"]) == pytest.approx((14 / 3 - half, 14 / 3 + half))
+    assert row["beyond seed noise"] is True and row["paper"] == pytest.approx(95.48 - 94.20)
+    assert row["per seed"] == "+4.0 / +5.0 / +5.0"
+    aff = g.loc["modified_aff − modified"]  # seeds 0 and 1 only: +1, −1, mean 0, interval 12.706 · sqrt(2) / sqrt(2)
+    assert aff["seeds"] == "0 1" and aff["mean"] == 0.0 and aff["95% high"] == pytest.approx(12.706)
+    assert aff["beyond seed noise"] is False
+    clean = paired_differences(runs, "clean").loc["modified − centernet_r18"]  # +10, 0, −5
+    assert clean["mean"] == pytest.approx(5 / 3) and np.isnan(clean["paper"]) and clean["beyond seed noise"] is False
+    one = paired_differences({v: {0: r[0]} for v, r in runs.items()})  # one seed: no interval, no verdict
+    assert one.loc["modified − centernet_r18", "beyond seed noise"] is None
+
+
+def test_seed_points_draws_every_seed_and_the_paper():
+    from crackcore.study import plots
+
+    runs = {"modified": {0: _run(40.0, 50.0), 1: _run(44.0, 60.0)}, "modified_aff": {0: _run(50.0, 80.0)}}
+    fig = plots.seed_points(runs, {"modified": 95.48, "modified_aff": 96.16}, {"modified_aff": 97.96})
+    ap = fig.axes[0]
+    dots = [line for line in ap.lines if line.get_marker() == "o"]
+    assert sorted(y for line in dots for y in line.get_ydata()) == [40.0, 44.0, 50.0]
+    stars = [line.get_ydata()[0] for ax in fig.axes for line in ax.lines if line.get_marker() == "*"]
+    assert stars == [95.48, 96.16, 97.96]

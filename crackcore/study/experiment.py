@@ -22,6 +22,7 @@ from ..device import pick_precision
 from ..engine.diagnose import decompose
 from ..engine.evaluate import EvalConfig, evaluate
 from ..engine.train import ConfigMismatch, TrainConfig, comparable, recorded_config, train, with_flags
+from ..models import VARIANTS
 from ..paper import PAPER_SPLITS
 from ..storage import ROOT, file_sha256, load_checkpoint, load_model, portable_path, save_checkpoint, save_json
 
@@ -163,21 +164,52 @@ def _move_aside(out: Path) -> None:
 
 
 def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bool = True) -> dict:
-    """Table I/II metrics of one trained variant, recomputed only when the checkpoint changed."""
+    """Table I/II metrics of one trained variant, recomputed only when the checkpoint changed.
 
-    ckpt = ensure_trained(profile, variant, seed, progress)
+    A run whose folder is gone (a fresh clone, a new working session) keeps its committed metrics when they name the
+    same data and the same settings: only seed 0's checkpoints are committed, so the other seeds' results would
+    otherwise cost hours of retraining on every new machine.
+    """
     out = profile.results_dir("metrics") / f"{variant}-seed{seed}.json"
+    run = Path(train_config(profile, variant, seed).out)
+    if out.exists() and not (run / "model.pt").exists() and not (run / "last.pt").exists():
+        m = json.loads(out.read_text())
+        if _finished_before(m, profile, variant, seed, ensure_data(profile, progress=progress)):
+            return m
+    ckpt = ensure_trained(profile, variant, seed, progress)
     ckpt_fp = file_sha256(ckpt)[:16]
     if out.exists():
         m = json.loads(out.read_text())
-        # metrics from before the diagnosis, or before its box-NMS columns, are redone
-        if m.get("checkpoint_sha") == ckpt_fp and "ap07_box_nms_0.5" in m.get("diagnosis", {}).get("test", {}):
+        if m.get("checkpoint_sha") == ckpt_fp and _complete(m):
             return m
     cfg = EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.train.precision)
     m = evaluate(cfg, progress=progress)
     m["checkpoint_sha"] = ckpt_fp
+    m["data_pixels_sha256"] = (ckpt.parent / "DATA_FINGERPRINT").read_text().strip()
     save_json(out, m)
     return json.loads(out.read_text())
+
+
+def _complete(m: dict) -> bool:
+    # metrics from before the diagnosis, or before its box-NMS columns, are redone
+    return "ap07_box_nms_0.5" in m.get("diagnosis", {}).get("test", {})
+
+
+def _finished_before(m: dict, profile: Profile, variant: str, seed: int, pixels: str) -> bool:
+    """Were these metrics measured on a run of exactly today's settings, trained on exactly these pixels?"""
+    asked = recorded_config(train_config(profile, variant, seed))
+    return (_complete(m) and m.get("data_pixels_sha256") == pixels
+            and comparable(m.get("train_config") or {}) == comparable(asked))
+
+
+def seed_runs(profile: Profile, seeds, variants=None, progress: bool = False) -> dict[str, dict[int, dict]]:
+    """Table I as a distribution: each variant's metrics for each seed, {variant: {seed: metrics}}, training what
+    is missing (seed-major, so that an interrupted sweep leaves whole seeds to compare)."""
+    # "0 1 2" as make's SEEDS passes it through papermill, a single int, or a list
+    seeds = [int(s) for s in (str(seeds).split() if isinstance(seeds, (str, int)) else seeds)]
+    variants = list(variants or VARIANTS)
+    done = {(v, s): ensure_evaluated(profile, v, s, progress) for s in seeds for v in variants}
+    return {v: {s: done[v, s] for s in seeds} for v in variants}
 
 
 def publish_checkpoint(profile: Profile, variant: str, seed: int = 0) -> Path:

@@ -261,3 +261,32 @@ def peaks(maps, size: float = 2.3):
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def seed_points(runs: dict[str, dict[int, dict]], paper_ap: dict[str, float], paper_clean: dict[str, float]):
+    """Every seed's test AP07, held-out-surface AP07 and clean background share per variant, the mean as a bar,
+    the paper's Tables I and II beside them (§V-B: one number each, no spread reported)."""
+    variants = list(runs)
+    panels = (("test AP07", lambda m: m["ap07"], paper_ap),
+              ("held-out surface AP07", lambda m: m.get("shift", {}).get("ap07", np.nan), {}),
+              ("backgrounds clean %", lambda m: m["background"]["accuracy"], paper_clean))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+    for ax, (title, value, paper) in zip(axes, panels):
+        for i, v in enumerate(variants):
+            ys = np.array([value(runs[v][s]) for s in sorted(runs[v])], dtype=float)
+            ys = ys[np.isfinite(ys)]
+            if len(ys):
+                ax.hlines(ys.mean(), i - 0.3, i + 0.3, color="C0", lw=2, label="_mean" if i else "mean over seeds")
+                ax.plot(i + np.linspace(-0.1, 0.1, len(ys)), ys, "o", color="C0", ms=4, alpha=0.7,
+                        label="_seed" if i else "one seed")
+            if v in paper:  # measured on the paper's photographs, not ours: a target, not a like-for-like number
+                ax.plot(i, paper[v], "*", color="C3", ms=10, label="paper")
+        handles, labels = ax.get_legend_handles_labels()
+        keep = {lab: h for h, lab in zip(handles, labels)}  # one legend entry per kind
+        ax.legend(keep.values(), keep.keys(), fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(variants)), variants, fontsize=7)
+        ax.set(ylim=(0, 100), title=title)
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("%")
+    fig.tight_layout()
+    return fig

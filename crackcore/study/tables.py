@@ -28,6 +28,57 @@ def table1(metrics: dict[str, dict], stats: dict[str, dict], speed: dict[str, di
     return pd.DataFrame(rows).set_index("variant")
 
 
+# Two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom (any statistics table): n seeds give n − 1.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+# Table I's two claims as paired differences: the stride-1 network at 80 px over CenterNet, and AFF over no AFF.
+PAIRS = (("modified", "centernet_r18"), ("modified_aff", "modified"))
+
+
+def _spread(x) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; NaN for one value)."""
+    x = np.asarray(x, dtype=float)
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+
+
+def seed_table(runs: dict[str, dict[int, dict]]) -> pd.DataFrame:
+    """Tables I and II over seeds: each seed's AP07 and clean share (% of backgrounds without a box), mean ± sd."""
+    rows = {}
+    for v, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        ap = [by_seed[s]["ap07"] for s in seeds]
+        clean = [by_seed[s]["background"]["accuracy"] for s in seeds]
+        nms = [by_seed[s]["diagnosis"]["test"]["ap07_box_nms_0.5"] for s in seeds]
+        (ap_m, ap_sd), (cl_m, cl_sd), (nms_m, nms_sd) = _spread(ap), _spread(clean), _spread(nms)
+        rows[v] = {"seeds": " ".join(map(str, seeds)), "AP07 per seed": " / ".join(f"{x:.1f}" for x in ap),
+                   "AP07 mean": ap_m, "AP07 sd": ap_sd, "paper AP": PAPER_TABLE1[v]["ap"],
+                   "box NMS 0.5 AP07 mean": nms_m, "box NMS 0.5 AP07 sd": nms_sd,
+                   "clean % per seed": " / ".join(f"{x:.1f}" for x in clean), "clean % mean": cl_m,
+                   "clean % sd": cl_sd, "paper clean %": PAPER_TABLE2["accuracy"] if v == "modified_aff" else np.nan}
+    return pd.DataFrame(rows).T
+
+
+def paired_differences(runs: dict[str, dict[int, dict]], key: str = "ap07") -> pd.DataFrame:
+    """Table I's gaps paired by seed (the same seed's two runs): each seed's difference, mean, sd and 95 % t interval.
+
+    `key` is "ap07" or "clean" (Table II's share). A gap holds beyond seed noise when its interval excludes zero; the
+    interval needs 2 to 11 seeds (the t table's range) and is NaN otherwise.
+    """
+    value = (lambda m: m["ap07"]) if key == "ap07" else (lambda m: m["background"]["accuracy"])
+    rows = {}
+    for a, b in PAIRS:
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not seeds:
+            continue
+        d = [value(runs[a][s]) - value(runs[b][s]) for s in seeds]
+        mean, sd = _spread(d)
+        half = T95[len(d) - 2] * sd / np.sqrt(len(d)) if 2 <= len(d) <= len(T95) + 1 else np.nan
+        paper = PAPER_TABLE1[a]["ap"] - PAPER_TABLE1[b]["ap"] if key == "ap07" else np.nan
+        rows[f"{a} − {b}"] = {"seeds": " ".join(map(str, seeds)), "per seed": " / ".join(f"{x:+.1f}" for x in d),
+                              "mean": mean, "sd": sd, "95% low": mean - half, "95% high": mean + half,
+                              "paper": paper, "beyond seed noise": bool(abs(mean) > half) if np.isfinite(half) else None}
+    return pd.DataFrame(rows).T
+
+
 def table2(background: dict) -> pd.DataFrame:
     """Table II: background-only images with no box ("TP" in the paper), with a box ("FN"), accuracy in %."""
     ours = {k: background[k] for k in ("images", "no_box", "with_box")}
