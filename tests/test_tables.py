@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from crackcore.paper import PAPER_TABLE2
-from crackcore.study.tables import image_errors, paired_differences, seed_table, table1, table2, threshold_sweep
+from crackcore.study.tables import background_causes, image_errors, paired_differences, seed_table, table1, table2, threshold_sweep
 
 
 def test_image_errors_hand_cases():
@@ -90,3 +90,20 @@ def test_seed_points_draws_every_seed_and_the_paper():
     assert sorted(y for line in dots for y in line.get_ydata()) == [40.0, 44.0, 50.0]
     stars = [line.get_ydata()[0] for ax in fig.axes for line in ax.lines if line.get_marker() == "*"]
     assert stars == [95.48, 96.16, 97.96]
+
+
+def test_background_causes_by_family_and_negative_by_hand():
+    import pandas as pd
+
+    images = pd.DataFrame({"index": [0, 1, 2, 3], "family": ["glaze", "glaze", "edges", "edges"],
+                           "joint": [False, True, True, False], "dust": [0, 3, 0, 0]})
+    files = ["images/background/background_00003.png", "images/background/background_00000.png",
+             "images/background/background_00001.png", "images/background/background_00002.png"]
+    scores = [0.05, 0.2, 0.09, 0.5]  # images 3 (clean), 0 (alarm), 1 (clean), 2 (alarm)
+    family, neg = background_causes(scores, files, images, negatives=("joint", "dust"))
+    assert family.loc["glaze"].tolist() == [2, 50.0] and family.loc["edges"].tolist() == [2, 50.0]
+    # joint on images 1 (clean) and 2 (alarm): 50 % with; without: 0 (alarm) and 3 (clean): 50 %
+    assert neg.loc["joint"].tolist() == [2, 50.0, 50.0]
+    assert neg.loc["dust"].tolist() == [1, 100.0, pytest.approx(100 / 3)]  # dust on image 1 (clean) only
+    with pytest.raises(ValueError, match="photo.jpg"):  # a file not named by the generator is refused, not guessed
+        background_causes([0.0], ["photo.jpg"], images)

@@ -1,6 +1,7 @@
 """Tables I and II beside the paper's numbers, threshold sweeps and per-image error counts for galleries."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,25 @@ def table2(background: dict) -> pd.DataFrame:
     ours = {k: background[k] for k in ("images", "no_box", "with_box")}
     ours["accuracy"] = round(background["accuracy"], 2)
     return pd.DataFrame({"paper": PAPER_TABLE2, "ours": ours}).T
+
+
+def background_causes(max_scores, files, images: pd.DataFrame, threshold: float = 0.1,
+                      negatives=("scratch", "seam", "edge", "joint", "stain", "fibre", "specular", "pinholes", "blobs",
+                                 "dust")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table II split by what each synthetic background shows: (clean % per surface family, clean % with and without
+    each hard negative). `images` is `data_stats.image_frame` of the background split; rows meet by file index."""
+    named = [re.fullmatch(r".*_(\d+)\.png", str(f)) for f in files]  # synth_files' naming: <split>_<index>.png
+    if not all(named):
+        raise ValueError(f"not a synthetic background file name: {files[[bool(n) for n in named].index(False)]}")
+    index = [int(n.group(1)) for n in named]
+    df = images.set_index("index").loc[index].assign(clean=np.asarray(max_scores, float) < threshold)
+    family = df.groupby("family")["clean"].agg(images="size", clean_pct=lambda c: 100 * c.mean())
+    rows = {}
+    for k in negatives:
+        has = df[k].astype(float) > 0
+        rows[k] = {"images with": int(has.sum()), "clean % with": 100 * df["clean"][has].mean(),
+                   "clean % without": 100 * df["clean"][~has].mean()}
+    return family.rename(columns={"clean_pct": "clean %"}), pd.DataFrame(rows).T.astype({"images with": int})
 
 
 def threshold_sweep(max_scores, thresholds=None, pr_curve: dict | None = None) -> pd.DataFrame:
