@@ -8,8 +8,8 @@ KERNEL := crackcore
 NB_TIMEOUT ?= 14400
 VARIANTS := centernet_r18 modified modified_aff
 # Table I as a distribution: every variant trained and evaluated once per seed. Nine trainings under the paper
-# protocol cost about 9–10 h on a 2-core AVX-512-BF16 CPU in bf16 (60–80 min per stride-1 run, ~50 min for
-# centernet_r18, each with its evaluation) and about 25 min on one H200 (1.5 and 4.3 min per training). Each run
+# protocol cost about 8–10 h on a 2-core AVX-512-BF16 CPU in bf16 (40–80 min per stride-1 run, 50–90 min for
+# centernet_r18, each with its evaluation, by host) and about 25 min on one H200 (1.5 and 4.3 min per training). Each run
 # is resumable and its metrics are committed when it finishes, so the sweep spans working sessions; a finished
 # run whose folder is gone keeps its committed metrics (only seed 0's checkpoints are committed).
 SEEDS ?= 0 1 2
