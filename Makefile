@@ -92,7 +92,7 @@ nbtolerance: setup
 
 # The size-head and radius readings on a validation split carved from the training images (README, Readings).
 readings: setup
-	$(PY) -c "from crackcore.study.experiment import readings_study; print(readings_study())"
+	$(PY) -c "from crackcore.study.readings import readings_study; print(readings_study())"
 
 chain: setup
 	$(call run_chain,$(PROFILE),$(NB_OUT),0)
@@ -104,7 +104,7 @@ bench: setup
 
 # The synthetic data's one difficulty calibration: modified_aff on 80 % of train, AP on the other 20 %.
 calibrate: setup
-	$(PY) -c "from crackcore.study.experiment import calibrate; print(calibrate())"
+	$(PY) -c "from crackcore.study.readings import calibrate; print(calibrate())"
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
@@ -115,4 +115,4 @@ clean:
 
 # The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
 budget: setup
-	$(PY) -c "from crackcore.study.experiment import budget_curve; print(budget_curve())"
+	$(PY) -c "from crackcore.study.readings import budget_curve; print(budget_curve())"

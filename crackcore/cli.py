@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from .flags import flag_names, with_flags
+
 EXIT_USAGE = 2
 
 
@@ -60,15 +62,9 @@ def _numbers(default: tuple):
 
 
 def config_from_args(cls, args: argparse.Namespace):
-    """The config `cls` from parsed flags, nested configs built from their own fields' flags."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            values[f.name] = config_from_args(type(default), args)
-        elif f.name in vars(args):
-            values[f.name] = getattr(args, f.name)
-    return cls(**values)
+    """The config `cls` from parsed flags: its defaults with every flag of its own (or of a nested config) applied."""
+    default = cls()
+    return with_flags(default, **{k: v for k, v in vars(args).items() if k in flag_names(default)})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -347,8 +347,6 @@ def _seed_files():
     """Small valid files of each common format, to be cut, extended and corrupted by the fuzz test."""
     import io
 
-    from PIL import Image
-
     im = _pil_image("RGB", 9, 6, seed=3)
     seeds = []
     for fmt, mode in (("PNG", "RGB"), ("PNG", "I;16"), ("JPEG", "RGB"), ("TIFF", "F"), ("BMP", "RGB"),

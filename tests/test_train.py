@@ -247,10 +247,3 @@ def test_checkpoints_published_before_the_nested_configs_still_match_the_paper_p
         with pytest.raises(train_mod.ConfigMismatch):
             train_mod._check_same({"config": old}, train_mod.recorded_config(other), published)
 
-
-def test_with_flags_reaches_nested_knobs_by_their_flag_names():
-    cfg = train_mod.with_flags(TrainConfig(), radius_rule="released", alpha=3.0, brightness=0.0, epochs=5)
-    assert (cfg.labels.radius_rule, cfg.loss.alpha, cfg.augmentation.brightness, cfg.epochs) == ("released", 3.0, 0.0, 5)
-    assert (cfg.labels.sigma_rule, cfg.loss.beta, cfg.augmentation.contrast) == ("paper", 4.0, 0.2)  # neighbours kept
-    with pytest.raises(TypeError, match="no knob 'alhpa'"):
-        train_mod.with_flags(TrainConfig(), alhpa=3.0)

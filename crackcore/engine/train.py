@@ -12,7 +12,7 @@ import json
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..data.dataset import CrackDataset, load_records, training_scale
 from ..data.transforms import AugmentConfig, build_train_transform
 from ..device import autocast, pick_device, pick_precision, seed_everything
+from ..flags import nested_configs
 from ..labels import LabelConfig, encode
 from ..losses import LossConfig, centernet_loss
 from ..models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
@@ -70,7 +71,7 @@ class TrainConfig:
 
 
 PATH_FIELDS = ("data", "out", "imagenet", "init")
-NESTED_FIELDS = ("augmentation", "labels", "loss")  # configs of their own, stored whole; their fields are flags
+NESTED_FIELDS = nested_configs(TrainConfig())  # configs of their own, stored whole; their fields are flags
 # Knobs added after runs were published, with the value every earlier run trained with. Records are compared
 # without them where they hold that value, so a run recorded before a knob existed still matches a run asked for
 # today with that knob unchanged (published checkpoints are restored, finished runs resumed, not retrained).
@@ -103,20 +104,6 @@ def comparable(record: dict) -> dict:
     """The form two records are compared in: flattened, knobs added later dropped where they hold their old value."""
     flat = flatten(record)
     return {k: v for k, v in flat.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-
-
-def with_flags(cfg: TrainConfig, **flags) -> TrainConfig:
-    """`cfg` with knobs replaced by their flag names, whether a field of TrainConfig or of a nested config."""
-    top, parts = {}, {}
-    for k, v in flags.items():
-        owner = next((n for n in NESTED_FIELDS if k in {f.name for f in fields(getattr(cfg, n))}), None)
-        if owner is not None:
-            parts.setdefault(owner, {})[k] = v
-        elif k in {f.name for f in fields(cfg)}:
-            top[k] = v
-        else:
-            raise TypeError(f"TrainConfig has no knob {k!r}")
-    return replace(cfg, **top, **{n: replace(getattr(cfg, n), **d) for n, d in parts.items()})
 
 
 def _check_same(state: dict, asked: dict, path: Path) -> None:

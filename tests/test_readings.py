@@ -1,0 +1,87 @@
+"""The decisions made on a validation split: calibration and readings never read the test split; rules fixed beforehand."""
+import json
+
+import pytest
+
+import crackcore.study.experiment as ex
+import crackcore.study.readings as rd
+from crackcore.engine.train import TrainConfig
+
+ONE_EPOCH = TrainConfig(epochs=1, lr_drop_epoch=1, precision="fp32")
+
+
+@pytest.fixture()
+def profile(tmp_path):
+    return ex.Profile("t", 4, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+
+
+def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
+    from crackcore.data import dataset
+    from crackcore.engine import evaluate, train
+
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    read = []
+    real_load = dataset.load_records
+    for module in (dataset, evaluate, train, rd):  # every reader of annotation files on the calibration's path
+        monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
+                            real_load(src, split, **kw))
+    r = rd.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)
+    assert (r["n_fit"], r["n_val"]) == (8, 2)
+    folder = profile.runs / "calibration-modified-seed0"
+    fit = {im["file_name"] for im in json.loads((folder / "fit.json").read_text())["images"]}
+    val = {im["file_name"] for im in json.loads((folder / "val.json").read_text())["images"]}
+    assert len(fit) == 8 and len(val) == 2 and not fit & val  # disjoint parts of the training split
+    assert all("/train/" in f for f in fit | val)
+    assert {src.rsplit("/", 1)[-1] for src, _ in read} == {"data", "fit.json", "val.json"}
+    assert all(split == "train" for src, split in read if src.endswith("data"))  # test split never looked at
+    expected = "harder" if r["ap07_val"] > 97 else "easier" if r["ap07_val"] < 90 else "keep the defaults"
+    assert r["verdict"] == expected and rd.CALIBRATION_BAND == (90.0, 97.0)  # the paper's regime, fixed beforehand
+    assert not any(split.startswith("shift") for _, split in read)  # the held-out family is never looked at either
+    assert r["diagnosis_val"]["ap07"] == pytest.approx(r["ap07_val"], abs=0.01) and r["trained"]["precision"] == "fp32"
+    saved = json.loads((profile.results / "metrics" / "calibration-modified-seed0.json").read_text())
+    assert saved["ap07_val"] == r["ap07_val"] and saved["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
+
+
+def _results(**aps):
+    return {n: {"val": {"ap07": ap, "size_iou_median": iou}} for n, (ap, iou) in aps.items()}
+
+
+def test_wh_rule_prefers_size_iou_among_close_aps():
+    assert rd.choose_wh(_results(a=(50.0, 0.6), b=(50.8, 0.5), c=(40.0, 0.9))) == "a"  # b within 1.0 of a
+    assert rd.choose_wh(_results(a=(50.0, 0.6), b=(51.5, 0.5))) == "b"  # a is more than 1.0 behind
+
+
+def test_radius_rule_keeps_the_literal_reading_unless_beaten_by_more_than_one_point():
+    lit = "radius-corrected-sigma-paper"
+    assert rd.choose_radius(_results(**{lit: (50.0, 0), "other": (50.9, 0)})) == lit
+    assert rd.choose_radius(_results(**{lit: (50.0, 0), "other": (51.1, 0)})) == "other"
+
+
+def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    r = rd.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
+    assert r["key"]["wh_init"] == "mean" and r["key"]["epochs"] == 1
+    assert {"ap07", "ap07_true_wh", "ap07_true_centre", "wh_corr_pred", "size_iou_median"} <= set(r["val"])
+    assert r["val"]["n_gt"] > 0 and r["fit"]["n_gt"] > r["val"]["n_gt"]  # 8 fit images, 2 validation ones
+    saved = profile.results / "metrics" / "reading-wh-mean-x16.json"
+    mtime = saved.stat().st_mtime_ns
+    same = rd.reading("wh-mean-x16", profile, variant="modified", epochs=1, lr_drop_epoch=1, progress=False)
+    assert same["key"] == r["key"] and saved.stat().st_mtime_ns == mtime  # the same settings are not redone
+
+
+@pytest.mark.slow
+def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile):
+    from crackcore.study import plots
+    from crackcore.study.tables import budget_table
+
+    r = rd.budget_curve(profile, "modified", budgets=(1, 2), progress=False)
+    assert set(r["budgets"]) == {"1", "2"}
+    assert r["budgets"]["1"]["lr_drop_epoch"] == 1 and r["budgets"]["2"]["lr_drop_epoch"] == 2  # round(0.8 · epochs)
+    assert (profile.runs / "modified-seed0" / "model.pt").exists()  # 1 epoch is this profile's protocol
+    assert (profile.runs / "budget" / "modified-seed0-e2" / "model.pt").exists()
+    saved = profile.results / "metrics" / "budget-modified-seed0.json"
+    mtime = saved.stat().st_mtime_ns
+    assert rd.budget_curve(profile, "modified", budgets=(1, 2), progress=False) == r and saved.stat().st_mtime_ns == mtime
+    table = budget_table(r)
+    assert list(table.index) == [1, 2] and table.loc[2, "test AP07"] == r["budgets"]["2"]["ap07_test"]
+    assert plots.budget_curve(table, 96.16, 97.96).axes[0].get_xlabel().startswith("epochs")
