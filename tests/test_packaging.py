@@ -31,7 +31,7 @@ def test_ci_runs_make_test():
 
 
 # The layers, bottom up: a module imports from its own layer or below, never above (the README's folder map).
-LAYERS = [{"crackcore", "models", "labels", "losses", "decode", "metrics", "paper", "device", "storage"},
+LAYERS = [{"crackcore", "models", "labels", "losses", "decode", "metrics", "paper", "device", "storage", "flags"},
           {"data"}, {"inference"}, {"engine"}, {"measure"}, {"study"}, {"cli", "__main__"}]
 
 
