@@ -14,7 +14,13 @@ import json
 import shutil
 from pathlib import Path
 
-from ..storage import file_sha256, portable_path, save_json
+import pandas as pd
+
+from ..data.dataset import load_records, write_coco
+from ..data.synth_files import write_dataset
+from ..engine.evaluate import EvalConfig, evaluate
+from ..engine.train import comparable, recorded_config, train
+from ..storage import file_sha256, load_checkpoint, portable_path, save_json
 from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
 
 PHOTO_SEED = 1  # the generator's seed for the stand-in photographs: not the data set's (0)
@@ -25,9 +31,6 @@ TEST_SIZE = {"paper": 100, "quick": 8}  # the set's own test and background imag
 def photo_set(profile: Profile | str, progress: bool = False) -> Path:
     """A labelled set of the held-out surface family as a user would bring it: train.json, test.json and
     background.json (COCO) in <profile data>-photos/; regenerated only when the generator changed."""
-    from ..data.dataset import load_records, write_coco
-    from ..data.synth_files import write_dataset
-
     profile = get_profile(profile) if isinstance(profile, str) else profile
     n_train, n_test = max(SIZES[profile.name]), TEST_SIZE[profile.name]
     cfg = dataclasses.replace(synth_config(profile), seed=PHOTO_SEED, n_train=0, n_test=0, n_background=0,
@@ -51,11 +54,6 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
                 progress: bool = True) -> dict:
     """AP07 and clean backgrounds on the photo set after training on N labelled images, from scratch and
     fine-tuned (§IV-B); written to results/metrics/labels-{variant}-seed{seed}.json, kept while its inputs stay."""
-    from ..data.dataset import load_records, write_coco
-    from ..engine.evaluate import EvalConfig, evaluate
-    from ..engine.train import comparable, recorded_config, train
-    from ..storage import load_checkpoint
-
     profile = get_profile(profile) if isinstance(profile, str) else profile
     parent = ensure_trained(profile, variant, seed, progress)
     photos = photo_set(profile, progress=progress)
@@ -104,8 +102,6 @@ def label_curve(profile: Profile | str = "paper", variant: str = "modified_aff",
 
 def curve_table(result: dict):
     """The label curve as a table: AP07 and clean backgrounds per number of labelled images, both ways."""
-    import pandas as pd
-
     rows = {int(n): {f"{how} {what}": p[how][key] for how in ("scratch", "fine-tuned") if how in p
                      for what, key in (("AP07", "ap07"), ("clean %", "background"))}
             for n, p in result["points"].items() if n != "0"}
