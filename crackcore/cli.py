@@ -70,7 +70,7 @@ def config_from_args(cls, args: argparse.Namespace):
 def build_parser() -> argparse.ArgumentParser:
     from .data.synth import SynthConfig
     from .engine.evaluate import EvalConfig
-    from .engine.train import TrainConfig
+    from .engine.config import TrainConfig
     from .inference.onnx_export import ExportConfig
     from .inference.predict import PredictConfig
     from .measure.bench import BenchConfig
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int | None:
         from .data.synth_files import write_dataset
         write_dataset(Path(args.out), config_from_args(SynthConfig, args))
     elif args.command == "train":
-        from .engine.train import TrainConfig, train
+        from .engine.config import TrainConfig
+        from .engine.train import train
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         cfg = config_from_args(TrainConfig, args)
         if distributed:

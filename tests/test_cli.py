@@ -140,7 +140,7 @@ def test_nested_decoder_flags_build_the_decode_config(capsys):
 def test_nested_training_flags_build_the_augmentation_label_and_loss_configs():
     from crackcore.cli import build_parser, config_from_args
     from crackcore.data.transforms import AugmentConfig
-    from crackcore.engine.train import TrainConfig
+    from crackcore.engine.config import TrainConfig
     from crackcore.labels import LabelConfig
     from crackcore.losses import LossConfig
     args = build_parser().parse_args(["train", "--no-augment", "--crop-scale", "0.5,0.9", "--alpha", "3",

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from crackcore.data.dataset import load_records
-from crackcore.engine.train import TrainConfig
+from crackcore.engine.config import TrainConfig
 from crackcore.study.experiment import Profile
 from crackcore.study.finetune import PHOTO_SEED, SIZES, TEST_SIZE, curve_table, photo_set
 

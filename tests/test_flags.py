@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from crackcore.decode import DecodeConfig
 from crackcore.engine.evaluate import EvalConfig
-from crackcore.engine.train import NESTED_FIELDS, TrainConfig
+from crackcore.engine.config import NESTED_FIELDS, TrainConfig
 from crackcore.flags import flag_names, nested_configs, with_flags
 
 

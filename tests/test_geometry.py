@@ -12,7 +12,8 @@ from PIL import Image
 from crackcore.data.dataset import letterbox, load_records, read_image, training_scale, write_coco
 from crackcore.decode import DecodeConfig
 from crackcore.engine.evaluate import run_split
-from crackcore.engine.train import TrainConfig, train
+from crackcore.engine.config import TrainConfig
+from crackcore.engine.train import train
 from crackcore.inference.predict import PredictConfig, checkpoint_scale, predict_image
 from crackcore.inference.routes import build_route
 from crackcore.metrics import box_iou

@@ -16,7 +16,8 @@ import torch
 
 from crackcore.data.dataset import Record
 from crackcore.engine.diagnose import size_iou
-from crackcore.engine.train import TrainConfig, new_model
+from crackcore.engine.config import TrainConfig
+from crackcore.engine.train import new_model
 from crackcore.labels import encode
 from crackcore.losses import centernet_loss
 

@@ -5,7 +5,7 @@ import pytest
 
 import crackcore.study.experiment as ex
 import crackcore.study.readings as rd
-from crackcore.engine.train import TrainConfig
+from crackcore.engine.config import TrainConfig
 
 ONE_EPOCH = TrainConfig(epochs=1, lr_drop_epoch=1, precision="fp32")
 

@@ -16,8 +16,10 @@ import torch
 
 from crackcore.data.dataset import load_records
 from crackcore.data.transforms import AugmentConfig
+import crackcore.engine.config as config_mod
 import crackcore.engine.train as train_mod
-from crackcore.engine.train import TrainConfig, lr_at, make_loader, train
+from crackcore.engine.config import TrainConfig
+from crackcore.engine.train import lr_at, make_loader, train
 from crackcore.losses import centernet_loss
 from crackcore.models import build_model
 from crackcore.storage import CheckpointError, load_checkpoint
@@ -106,7 +108,7 @@ def test_a_finished_run_without_its_optimizer_state_is_kept(tiny_data, tmp_path,
     (out / "last.pt").unlink()
     monkeypatch.setattr(train_mod, "_epoch", lambda *a, **k: pytest.fail("retrained a finished run"))
     assert train(cfg, resume=True, progress=False) == out
-    with pytest.raises(train_mod.ConfigMismatch, match="lr"):
+    with pytest.raises(config_mod.ConfigMismatch, match="lr"):
         train(replace(cfg, lr=1e-3), resume=True, progress=False)
 
 
@@ -180,7 +182,7 @@ def test_fine_tuning_resumes_without_reading_its_parent_again(tiny_data, parent,
     wa, wc = load_checkpoint(a / "model.pt"), load_checkpoint(c / "model.pt")
     assert all(torch.equal(wa["model"][k], wc["model"][k]) for k in wa["model"])
     assert wc["parent"] == wa["parent"] and wc["parent"]["path"] == str(copy)
-    with pytest.raises(train_mod.ConfigMismatch, match=r"\(init\)"):  # resuming it as a run from scratch: refused
+    with pytest.raises(config_mod.ConfigMismatch, match=r"\(init\)"):  # resuming it as a run from scratch: refused
         train(cfg_for(tiny_data, tmp_path / "c", limit=4), resume=True, progress=False)
 
 
@@ -224,9 +226,9 @@ def test_augmentation_and_loss_are_recorded_whole_and_compared_on_resume(tiny_da
     assert state["config"]["loss"] == {"alpha": 2.0, "beta": 4.0, "cls_weight": 1.0, "wh_weight": 0.1,
                                        "off_weight": 1.0}
     changed = replace(cfg, augmentation=replace(cfg.augmentation, brightness=0.3))
-    with pytest.raises(train_mod.ConfigMismatch, match=r"\(brightness\)"):
+    with pytest.raises(config_mod.ConfigMismatch, match=r"\(brightness\)"):
         train(changed, resume=True, progress=False)
-    with pytest.raises(train_mod.ConfigMismatch, match=r"\(beta\)"):
+    with pytest.raises(config_mod.ConfigMismatch, match=r"\(beta\)"):
         train(replace(cfg, loss=replace(cfg.loss, beta=3.0)), resume=True, progress=False)
 
 
@@ -240,10 +242,10 @@ def test_checkpoints_published_before_the_nested_configs_still_match_the_paper_p
     old = load_checkpoint(published)["config"]
     assert "augmentation" not in old and old["augment"] is True and "alpha" not in old  # the flat form of then
     today = train_config(get_profile("paper"), "modified_aff", 0)
-    assert train_mod.comparable(old) == train_mod.comparable(train_mod.recorded_config(today))
+    assert config_mod.comparable(old) == config_mod.comparable(config_mod.recorded_config(today))
     for other in (replace(today, loss=replace(today.loss, alpha=3.0)),
                   replace(today, augmentation=replace(today.augmentation, crop_scale=(0.5, 1.0))),
                   replace(today, augmentation=replace(today.augmentation, augment=False))):
-        with pytest.raises(train_mod.ConfigMismatch):
-            train_mod._check_same({"config": old}, train_mod.recorded_config(other), published)
+        with pytest.raises(config_mod.ConfigMismatch):
+            config_mod.check_same({"config": old}, config_mod.recorded_config(other), published)
 

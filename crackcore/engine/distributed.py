@@ -7,7 +7,8 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from .train import TrainConfig, train
+from .config import TrainConfig
+from .train import train
 
 
 def train_distributed(cfg: TrainConfig, resume: bool = False) -> None:

@@ -12,7 +12,7 @@ import json
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -22,95 +22,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.dataset import CrackDataset, load_records, training_scale
-from ..data.transforms import AugmentConfig, build_train_transform
+from ..data.transforms import build_train_transform
 from ..device import autocast, pick_device, pick_precision, seed_everything
-from ..flags import nested_configs
 from ..labels import LabelConfig, encode
 from ..losses import LossConfig, centernet_loss
-from ..models import INPUT_SIZE, STRIDE, VARIANTS, WH_SCALE, build_model
+from ..models import INPUT_SIZE, STRIDE, build_model
 from ..storage import (CheckpointError, atomic_write, file_sha256, load_checkpoint, portable_path, provenance,
                        save_checkpoint)
-
-
-WH_INITS = ("mean", "default", "centernet")  # how the size head starts (models.head plus the mean-size bias)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a training run; the CLI's `train` flags and notebook 03's parameters map onto these fields."""
-
-    variant: str = "modified_aff"  # centernet_r18 | modified | modified_aff (Table I)
-    data: str = "data/synth"  # synthetic root (with train.json), a COCO JSON file, or a Pascal VOC folder
-    out: str = "runs/modified_aff"  # run folder: last.pt, model.pt, history.jsonl, config.json
-    epochs: int = 25  # §IV-B
-    batch_size: int = 16  # §IV-B; under torchrun the global batch, split over the processes
-    lr: float = 2.5e-4  # Adam, §IV-B
-    lr_drop_epoch: int = 20  # lr × lr_drop_factor from this epoch on (0-based: epochs 21–25 of 25)
-    lr_drop_factor: float = 0.1  # 2.5e-4 → 2.5e-5, §IV-B
-    seed: int = 0  # seeds initialisation, shuffling and augmentation
-    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast where the hardware has it) | bf16 | fp32
-    workers: int = 0  # DataLoader worker processes (0 = load in the training process)
-    channels_last: bool = True  # NHWC activations: ~20% faster bf16 convolutions on this CPU, same results to rounding
-    limit: int = 0  # train on the first `limit` images only (quick profile); 0 = all
-    augmentation: AugmentConfig = AugmentConfig()  # §IV-B: random crop, flips, colour jitter and their strengths
-    imagenet: str = ""  # optional local torchvision ResNet-18 state dict; empty = from scratch
-    init: str = ""  # a crackcore checkpoint of the same variant to start from (fine-tuning); empty = from scratch
-    labels: LabelConfig = LabelConfig()  # §III-A: the Gaussian's radius and σ rules, its shape, boxes per image
-    wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
-    wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
-    loss: LossConfig = LossConfig()  # eq. (1)'s α, β and eq. (5)'s weights
-
-    def __post_init__(self):
-        """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
-        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
-            raise ValueError("--init and --imagenet are two starting points; give one of them")
-
-
-PATH_FIELDS = ("data", "out", "imagenet", "init")
-NESTED_FIELDS = nested_configs(TrainConfig())  # configs of their own, stored whole; their fields are flags
-# Knobs added after runs were published, with the value every earlier run trained with. Records are compared
-# without them where they hold that value, so a run recorded before a knob existed still matches a run asked for
-# today with that knob unchanged (published checkpoints are restored, finished runs resumed, not retrained).
-LATER_FIELDS = {"init": "", "label_shape": "round", "alpha": 2.0, "beta": 4.0, "crop_p": 0.5, "crop_scale": [0.6, 1.0],
-                "min_visibility": 0.3, "min_size": 1.0, "hflip_p": 0.5, "vflip_p": 0.5, "brightness": 0.2,
-                "contrast": 0.2, "saturation": 0.2, "hue": 0.0}
-
-
-class ConfigMismatch(ValueError):
-    """A run folder holds a run made with other settings: resuming it would mix two configurations."""
-
-
-def recorded_config(cfg: TrainConfig) -> dict:
-    """Every setting of a run, nested configs whole, paths made repository-relative: what checkpoints record.
-
-    In JSON's types (tuples as lists), so the checkpoint, config.json and a child's parent.json hold equal records.
-    """
-    return json.loads(json.dumps({**asdict(cfg), **{k: portable_path(getattr(cfg, k)) for k in PATH_FIELDS}}))
-
-
-def flatten(record: dict) -> dict:
-    """A recorded config with its nested configs spread into their fields: one key per command-line flag."""
-    flat = {}
-    for k, v in record.items():
-        flat.update(v if k in NESTED_FIELDS and isinstance(v, dict) else {k: v})
-    return flat
-
-
-def comparable(record: dict) -> dict:
-    """The form two records are compared in: flattened, knobs added later dropped where they hold their old value."""
-    flat = flatten(record)
-    return {k: v for k, v in flat.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-
-
-def _check_same(state: dict, asked: dict, path: Path) -> None:
-    have, want = comparable(state["config"]), comparable(asked)
-    if have != want:
-        diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
-        raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
+from .config import PATH_FIELDS, TrainConfig, check_same, recorded_config
 
 
 def collate(batch, *, output_size: tuple[int, int], stride: int, labels: LabelConfig
@@ -237,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     done = out / "model.pt"
     if resume and done.exists() and not ckpt_path.exists():  # a finished run kept without its optimizer state
         state = load_checkpoint(done, cfg.variant)
-        _check_same(state, asked, done)
+        check_same(state, asked, done)
         if state.get("epoch") == cfg.epochs:
             return out
     device = pick_device(cfg.device) if world == 1 else _ddp_device(rank)
@@ -260,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(ckpt_path, cfg.variant)
-        _check_same(state, asked, ckpt_path)
+        check_same(state, asked, ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history, parent = state["epoch"], list(state.get("history", [])), state.get("parent")

@@ -24,7 +24,8 @@ import torch
 from ..data.dataset import load_records, read_image, to_input
 from ..device import cpu_has_bf16, machine, pick_device, pick_precision, seed_everything
 from ..engine.evaluate import run_split
-from ..engine.train import TrainConfig, make_loader, step
+from ..engine.config import TrainConfig
+from ..engine.train import make_loader, step
 from ..inference.onnx_export import calibration_images
 from ..inference.route import RouteUnavailable
 from ..inference.routes import CALIBRATED, ROUTES, auto_route, build_route, detect

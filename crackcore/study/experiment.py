@@ -20,7 +20,8 @@ from ..data import synth, synth_crack, synth_files, synth_surface
 from ..data.synth import SynthConfig
 from ..data.synth_files import write_dataset
 from ..engine.evaluate import EvalConfig, evaluate
-from ..engine.train import ConfigMismatch, TrainConfig, comparable, recorded_config, train
+from ..engine.config import ConfigMismatch, TrainConfig, comparable, recorded_config
+from ..engine.train import train
 from ..flags import with_flags
 from ..models import VARIANTS
 from ..paper import PAPER_SPLITS

@@ -19,7 +19,8 @@ import pandas as pd
 from ..data.dataset import load_records, write_coco
 from ..data.synth_files import write_dataset
 from ..engine.evaluate import EvalConfig, evaluate
-from ..engine.train import comparable, recorded_config, train
+from ..engine.config import comparable, recorded_config
+from ..engine.train import train
 from ..storage import file_sha256, load_checkpoint, portable_path, save_json
 from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
 

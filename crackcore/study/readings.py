@@ -17,7 +17,8 @@ from ..data.dataset import load_records, write_coco
 from ..device import pick_precision
 from ..engine.diagnose import decompose
 from ..engine.evaluate import EvalConfig, evaluate
-from ..engine.train import comparable, recorded_config, train
+from ..engine.config import comparable, recorded_config
+from ..engine.train import train
 from ..flags import with_flags
 from ..storage import load_checkpoint, load_model, save_json
 from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
