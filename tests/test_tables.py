@@ -92,6 +92,31 @@ def test_seed_points_draws_every_seed_and_the_paper():
     assert stars == [95.48, 96.16, 97.96]
 
 
+def _diagnosed(ap, one_peak, train):
+    test = {"ap07": ap, "ap07_true_wh": ap + 5, "ap07_true_centre": ap + 2, "ap07_one_per_crack": one_peak,
+            "wh_corr_pred": -0.2, "wh_corr_true": -0.24, "size_iou_median": 0.8}
+    return {"diagnosis": {"test": test, "train": {"ap07": train}}}
+
+
+def test_seed_diagnosis_mean_and_sd_by_hand_and_drawn_with_error_bars():
+    from crackcore.study import plots
+    from crackcore.study.tables import seed_diagnosis
+
+    runs = {"modified": {0: _diagnosed(40.0, 60.0, 41.0), 1: _diagnosed(44.0, 62.0, 45.0), 2: _diagnosed(48.0, 61.0, 49.0)},
+            "modified_aff": {1: _diagnosed(50.0, 60.0, 52.0)}}
+    mean, sd = seed_diagnosis(runs)
+    assert (mean.loc["modified", "ap07"], sd.loc["modified", "ap07"]) == (44.0, 4.0)  # as in the seed table's test
+    assert (mean.loc["modified", "ap07_one_per_crack"], sd.loc["modified", "ap07_one_per_crack"]) == (61.0, 1.0)
+    assert (mean.loc["modified", "ap07_true_wh"], mean.loc["modified", "ap07_train"]) == (49.0, 45.0)
+    assert mean.loc["modified_aff", "ap07"] == 50.0 and np.isnan(sd.loc["modified_aff", "ap07"])  # one seed
+    fig = plots.ap_decomposition(mean, paper=96.16, sd=sd)
+    assert "over seeds" in fig.axes[0].get_title()
+    caps = [c for c in fig.axes[0].containers if getattr(c, "errorbar", None) is not None]
+    # the figure's columns these runs have: measured, one peak per crack, train (no NMS or one-peak + truth columns)
+    assert len(caps) == 3 and [c.get_label() for c in caps] == ["measured (test)", "one peak per crack", "train split"]
+    assert caps[0].errorbar.lines[2][0].get_segments()[0][:, 1].tolist() == [40.0, 48.0]  # modified: 44 ± 4
+
+
 def test_background_causes_by_family_and_negative_by_hand():
     import pandas as pd
 

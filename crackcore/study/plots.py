@@ -185,9 +185,10 @@ def wh_scatter(pred, true, title: str = ""):
     return fig
 
 
-def ap_decomposition(table, paper: float | None = None):
+def ap_decomposition(table, paper: float | None = None, sd=None):
     """Bars of AP07 per variant: as measured, after box NMS at IoU 0.5, then one peak per crack and on top of it true
-    sizes, true centres and both (a waterfall of what each part of the detector costs), and on the train split."""
+    sizes, true centres and both (a waterfall of what each part of the detector costs), and on the train split.
+    With `sd` (the same columns' spread over seeds) each bar is a mean over seeds with its ±1 sd."""
     cols = [("ap07", "measured (test)"), ("ap07_box_nms_0.5", "box NMS 0.5 (not the paper's)"),
             ("ap07_one_per_crack", "one peak per crack"),
             ("ap07_one_per_crack_true_wh", "+ true sizes"), ("ap07_one_per_crack_true_centre", "+ true centres"),
@@ -197,11 +198,13 @@ def ap_decomposition(table, paper: float | None = None):
     x = np.arange(len(table))
     w = 0.8 / len(cols)
     for i, (c, label) in enumerate(cols):
-        ax.bar(x + (i - (len(cols) - 1) / 2) * w, table[c].to_numpy(float), w, label=label)
+        err = None if sd is None else sd[c].to_numpy(float)
+        ax.bar(x + (i - (len(cols) - 1) / 2) * w, table[c].to_numpy(float), w, yerr=err, capsize=2,
+               error_kw={"lw": 0.8}, label=label)
     if paper is not None:
         ax.axhline(paper, color="#d62728", ls=":", lw=1, label=f"paper ({paper:.2f})")
     ax.set_xticks(x, list(table.index))
-    ax.set(ylabel="AP07", ylim=(0, 100), title="where AP goes")
+    ax.set(ylabel="AP07", ylim=(0, 100), title="where AP goes" + ("" if sd is None else ", mean ± sd over seeds"))
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     return fig

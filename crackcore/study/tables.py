@@ -151,6 +151,14 @@ def diagnosis_table(metrics: dict[str, dict], test: str = "test", train: str = "
     return pd.DataFrame(rows).T
 
 
+def seed_diagnosis(runs: dict[str, dict[int, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where AP goes over seeds: each diagnosis column's mean and sample sd per variant (sd NaN for one seed)."""
+    per_variant = {v: diagnosis_table({s: runs[v][s] for s in sorted(runs[v])}) for v in runs}  # rows: seeds
+    mean = pd.DataFrame({v: t.astype(float).mean() for v, t in per_variant.items()}).T
+    sd = pd.DataFrame({v: t.astype(float).std(ddof=1) for v, t in per_variant.items()}).T
+    return mean, sd
+
+
 def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
     """Domain shift: AP07 on the test split beside AP07 on the held-out surface family, and both Table IIs."""
     rows = {}
