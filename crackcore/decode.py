@@ -15,6 +15,7 @@ class DecodeConfig:
     k: int = 20  # top-K peaks kept per image (§IV-C: "we choose top 20 points")
     threshold: float = 0.1  # score threshold (§IV-C: "a threshold of 0.1"); also Table II's "no box" criterion
     nms_iou: float = 0.0  # box NMS after the decoder at this IoU; 0 = none, as the paper (not the paper's when > 0)
+    pool: int = 3  # side of the max-pool window that finds peaks, in output cells (§IV-C: 3; odd)
 
     def __post_init__(self):
         if not (isinstance(self.k, int) and self.k >= 1):
@@ -23,6 +24,8 @@ class DecodeConfig:
             raise ValueError(f"threshold is a probability in [0, 1], got {self.threshold!r}")
         if not 0.0 <= self.nms_iou < 1.0:
             raise ValueError(f"nms_iou must be in [0, 1) (0 = no NMS), got {self.nms_iou!r}")
+        if not (isinstance(self.pool, int) and self.pool >= 1 and self.pool % 2 == 1):
+            raise ValueError(f"pool must be an odd whole number ≥ 1 (a window centred on its cell), got {self.pool!r}")
 
 
 PAPER = DecodeConfig()  # §IV-C as printed: no NMS
@@ -39,12 +42,15 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, reg: torch.Tensor | None = N
     Sizes are clamped at 0: a negative w or h (an untrained or diverged size head) gives a zero-width or zero-height
     box at the peak, never an inverted one with x2 < x1, which AP (§V-A) rejects. With `nms_iou` > 0, a box
     overlapping a higher-scoring one by more than that IoU is dropped: the best peak of a ridge along a crack stays.
+    A peak is a cell equal to the maximum of the `pool` × `pool` window around it. §IV-C's 3 × 3 spans 12 input
+    pixels at CenterNet's stride 4 and 3 at stride 1, so a wider window is the same rule at a stride-1 model's scale.
     """
     if heatmap.ndim != 4 or heatmap.shape[1] != 1:
         raise ValueError(f"heatmap must be (B, 1, H, W) probabilities, got {tuple(heatmap.shape)}")
     B, _, H, W = heatmap.shape
     heat = heatmap.float()
-    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)  # non-maxima suppressed to 0
+    pooled = F.max_pool2d(heat, decoding.pool, stride=1, padding=decoding.pool // 2)  # (B, 1, H, W)
+    peaks = heat * (pooled == heat)  # non-maxima suppressed to 0
     scores, ind = peaks.reshape(B, -1).topk(min(decoding.k, H * W), dim=1)  # (B, K), best first
     ys, xs = (ind // W).float(), (ind % W).float()
     if reg is None:

@@ -96,8 +96,24 @@ def test_decode_box_nms_drops_a_ridge_duplicate_above_its_iou():
         [1.5, -7.5, 3.5, 12.5])
 
 
+def test_decode_pool_window_keeps_one_peak_of_a_ridge():
+    # A ridge along one crack in column 2: 0.9 at row 2, 0.7 at row 3, 0.8 at row 4; a second crack at row 9.
+    heat = torch.zeros(1, 1, 12, 12)
+    heat[0, 0, 2:5, 2] = torch.tensor([0.9, 0.7, 0.8])
+    heat[0, 0, 9, 9] = 0.6
+    wh = torch.ones(1, 2, 12, 12)
+    # §IV-C's 3 × 3: row 4's window (rows 3–5) does not reach row 2, so the ridge gives two detections
+    assert decode(heat, wh)[0]["scores"].tolist() == pytest.approx([0.9, 0.8, 0.6])
+    # 5 × 5: row 4's window (rows 2–6) holds the 0.9, so the ridge gives one; the other crack, 7 cells away, stays
+    wide = decode(heat, wh, decoding=DecodeConfig(pool=5))[0]
+    assert wide["scores"].tolist() == pytest.approx([0.9, 0.6])
+    assert wide["boxes"].flatten().tolist() == pytest.approx([2.0, 2.0, 3.0, 3.0, 9.0, 9.0, 10.0, 10.0])
+    # 1 × 1: every positive cell is a peak (no suppression at all), the top 20 of them over the threshold
+    assert decode(heat, wh, decoding=DecodeConfig(pool=1))[0]["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+
+
 @pytest.mark.parametrize("bad", [{"k": 0}, {"threshold": 1.5}, {"threshold": -0.1}, {"nms_iou": 1.0},
-                                 {"nms_iou": -0.2}])
+                                 {"nms_iou": -0.2}, {"pool": 0}, {"pool": 4}, {"pool": 3.0}])
 def test_decode_config_rejects_impossible_knobs(bad):
     with pytest.raises(ValueError):
         DecodeConfig(**bad)

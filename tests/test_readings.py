@@ -69,6 +69,28 @@ def test_reading_trains_on_fit_and_diagnoses_fit_and_val(tmp_path):
     assert same["key"] == r["key"] and saved.stat().st_mtime_ns == mtime  # the same settings are not redone
 
 
+def test_pool_rule_keeps_the_papers_window_unless_beaten_by_more_than_one_point():
+    by_pool = {"3": {"ap07": 50.0}, "5": {"ap07": 50.9}, "7": {"ap07": 49.0}}
+    assert rd.choose_pool(by_pool) == "3"
+    assert rd.choose_pool({**by_pool, "9": {"ap07": 51.2}}) == "9"
+
+
+def test_pool_reading_decodes_the_fit_split_model_of_the_same_settings_with_each_window(tmp_path):
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    lit = rd.reading("wh-mean-x16", profile, variant="modified", progress=False)  # today's defaults, one epoch
+    r = rd.pool_reading(profile, "modified", pools=(1, 3, 5), progress=False)
+    assert len(list((profile.runs / "readings").iterdir())) == 1  # the same settings: one run, trained once
+    same = json.dumps(r["val"]["3"], sort_keys=True) == json.dumps(lit["val"], sort_keys=True)  # NaN as NaN
+    assert same  # §IV-C's window reproduces the reading's own validation diagnosis, digit for digit
+    assert set(r["val"]) == {"1", "3", "5"} and r["choice"] == rd.choose_pool(r["val"])
+    assert r["key"]["pools"] == [1, 3, 5] and r["key"]["data"] == lit["key"]["data"]
+    saved = profile.results / "metrics" / "reading-pool.json"
+    mtime = saved.stat().st_mtime_ns
+    again = rd.pool_reading(profile, "modified", pools=(1, 3, 5), progress=False)
+    assert json.dumps(again, sort_keys=True) == json.dumps(r, sort_keys=True)
+    assert saved.stat().st_mtime_ns == mtime  # the same settings and windows are not redone
+
+
 @pytest.mark.slow
 def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile):
     from crackcore.study import plots

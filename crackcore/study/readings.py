@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import load_records, write_coco
+from ..decode import DecodeConfig
 from ..device import pick_precision
 from ..engine.diagnose import decompose
 from ..engine.evaluate import EvalConfig, evaluate
@@ -104,6 +105,27 @@ READINGS = {
 }
 
 
+def _fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs: int = 0, lr_drop_epoch: int = 0,
+             progress: bool = True):
+    """The settings' key, the fit and val files, and the cfg of a run on the fit split with `overrides` (0 epochs:
+    the profile's). Runs of equal settings share one folder under runs/<profile>/readings/, whatever their name."""
+    fp = ensure_data(profile, progress=progress)
+    fit, val = validation_split(profile, seed)
+    cfg = with_flags(train_config(profile, variant, seed), data=str(fit), out="", epochs=epochs or profile.train.epochs,
+                     lr_drop_epoch=lr_drop_epoch or profile.train.lr_drop_epoch, **overrides)
+    key = {**comparable(recorded_config(cfg)), "data": fp}
+    return key, fit, val, dataclasses.replace(cfg, out=str(profile.runs / "readings" / fingerprint(key)))
+
+
+def _trained(cfg, progress: bool):
+    """Train (or resume, or skip) a fit-split run; its model, checkpoint, training minutes and precision."""
+    folder = train(cfg, resume=True, progress=progress)
+    model, ckpt = load_model(folder / "model.pt")
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    precision = pick_precision(next(model.parameters()).device, cfg.precision)
+    return model, ckpt, sum(h["seconds"] for h in history) / 60, precision
+
+
 def reading(name: str, profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
             epochs: int = 0, lr_drop_epoch: int = 0, base: dict | None = None, progress: bool = True) -> dict:
     """Train one reading (READINGS[name] over `base`) on the fit split; diagnose it on val (0 epochs: the profile's).
@@ -113,24 +135,50 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     """
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    fp = ensure_data(profile, progress=progress)
-    fit, val = validation_split(profile, seed)
-    cfg = with_flags(train_config(profile, variant, seed), data=str(fit), out="", epochs=epochs or profile.train.epochs,
-                     lr_drop_epoch=lr_drop_epoch or profile.train.lr_drop_epoch, **{**(base or {}), **READINGS[name]})
-    key = {**comparable(recorded_config(cfg)), "data": fp}  # two names for one setting share one run
+    key, fit, val, cfg = _fit_run(profile, variant, seed, {**(base or {}), **READINGS[name]}, epochs, lr_drop_epoch,
+                                  progress)
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
-    folder = profile.runs / "readings" / fingerprint(key)
-    train(dataclasses.replace(cfg, out=str(folder)), resume=True, progress=progress)
-    model, ckpt = load_model(folder / "model.pt")
-    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
-    precision = pick_precision(next(model.parameters()).device, profile.train.precision)
+    model, ckpt, minutes, precision = _trained(cfg, progress)
     result = {"name": name, "key": key, "val": decompose(model, load_records(val, "val"), precision=precision),
               "fit": decompose(model, load_records(fit, "train"), precision=precision),
-              "train_minutes": sum(h["seconds"] for h in history) / 60, "provenance": ckpt["provenance"]}
+              "train_minutes": minutes, "provenance": ckpt["provenance"]}
     save_json(out, result)
     return result
+
+
+POOLS = (3, 5, 7, 9, 11)  # §IV-C's peak window, then wider ones up to CenterNet's 12 input pixels at stride 1
+
+
+def pool_reading(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
+                 pools: tuple[int, ...] = POOLS, base: dict | None = None, progress: bool = True) -> dict:
+    """§IV-C's max-pool window read on the validation split: one model trained on the fit split under the protocol
+    (with `base` overrides), decoded with each window of `pools`; the rule of `choose_pool`, fixed before the run,
+    picks the window. A window changes which cells count as peaks, never an image's highest score, so Table II
+    cannot move: only the duplicates along a ridge and close neighbours do. Written to results/metrics/reading-pool.json.
+    """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    key, fit, val, cfg = _fit_run(profile, variant, seed, dict(base or {}), progress=progress)
+    key = {**key, "pools": list(pools)}
+    out = profile.results_dir("metrics") / "reading-pool.json"
+    if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
+        return json.loads(out.read_text())
+    model, ckpt, minutes, precision = _trained(cfg, progress)
+    val_records = load_records(val, "val")
+    by_pool = {str(p): decompose(model, val_records, decoding=DecodeConfig(pool=p), precision=precision)
+               for p in pools}
+    result = {"name": "pool", "key": key, "val": by_pool, "choice": choose_pool(by_pool),
+              "train_minutes": minutes, "provenance": ckpt["provenance"]}
+    save_json(out, result)
+    return result
+
+
+def choose_pool(by_pool: dict[str, dict], literal: str = "3", margin: float = 1.0) -> str:
+    """Rule fixed before the run: §IV-C's 3 × 3 window stays unless another beats its validation AP07 by more than
+    `margin`; then the best window is taken."""
+    best = max(by_pool, key=lambda p: by_pool[p]["ap07"])
+    return literal if by_pool[best]["ap07"] - by_pool[literal]["ap07"] <= margin else best
 
 
 def choose_wh(results: dict[str, dict], margin: float = 1.0) -> str:
@@ -149,13 +197,15 @@ def choose_radius(results: dict[str, dict], literal: str = "radius-corrected-sig
 
 
 def readings_study(profile: Profile | str = "paper", progress: bool = True) -> dict:
-    """The size-head readings, then the radius × σ readings on the chosen size head (README, "Readings")."""
+    """The size-head readings, then the radius × σ readings on the chosen size head, then §IV-C's peak window on
+    both choices (README, "Readings")."""
     wh = {n: reading(n, profile, progress=progress) for n in READINGS if n.startswith("wh-")}
     wh_choice = choose_wh(wh)
     base = dict(READINGS[wh_choice])
     radius = {n: reading(n, profile, base=base, progress=progress) for n in READINGS if n.startswith("radius-")}
     radius_choice = choose_radius(radius)
-    summary = {"wh_choice": wh_choice, "radius_choice": radius_choice,
+    pool = pool_reading(profile, base={**base, **READINGS[radius_choice]}, progress=progress)
+    summary = {"wh_choice": wh_choice, "radius_choice": radius_choice, "pool_choice": pool["choice"],
                "table": {n: {"val": r["val"], "fit": r["fit"], "settings": {k: r["key"][k] for k in
                              ("wh_init", "wh_scale", "radius_rule", "sigma_rule", "epochs", "lr_drop_epoch")}}
                          for n, r in {**wh, **radius}.items()}}
