@@ -32,7 +32,7 @@ class EvalConfig:
     shift_background_split: str = "shift_background"  # Table II on that family; "" or absent: skipped
     out: str = "results/metrics/modified_aff.json"  # metrics JSON; empty = do not write
     batch_size: int = 32  # images per forward pass
-    decoding: DecodeConfig = PAPER  # §IV-C's decoder: --k, --threshold, --nms-iou
+    decoding: DecodeConfig = PAPER  # §IV-C's decoder: --k, --threshold, --nms-iou, --pool
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     limit: int = 0  # evaluate on the first `limit` images of each split only (quick profile); 0 = all

@@ -30,7 +30,7 @@ class PredictConfig:
 
     checkpoint: str = "runs/modified_aff/model.pt"  # a crackcore model.pt
     out: str = "predictions"  # folder for predictions.json, predictions.csv and annotated/
-    decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou
+    decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou, --pool
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
     batch_size: int = 64  # tiles per forward pass, gathered across images
