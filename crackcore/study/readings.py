@@ -16,9 +16,9 @@ import numpy as np
 from ..data.dataset import load_records, write_coco
 from ..decode import DecodeConfig
 from ..device import pick_precision
+from ..engine.config import comparable, recorded_config
 from ..engine.diagnose import decompose
 from ..engine.evaluate import EvalConfig, evaluate
-from ..engine.config import comparable, recorded_config
 from ..engine.train import train
 from ..flags import with_flags
 from ..storage import load_checkpoint, load_model, save_json
