@@ -162,7 +162,7 @@ def write_readme(text: str, readme: Path | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2 (predict: one per unreadable input); success exits 0."""
-    from .data.dataset import DataError
+    from .data.images import DataError
     from .storage import CheckpointError
 
     args = build_parser().parse_args(argv)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from crackcore.cli import main
-from crackcore.data.dataset import load_records
+from crackcore.data.annotations import load_records
 from crackcore.decode import DecodeConfig
 from crackcore.inference.predict import PredictConfig, predict_image, predict_images, tile_origins
 from crackcore.inference.routes import build_route

@@ -9,7 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crackcore.data.dataset import CrackDataset, DataError, letterbox, load_coco, load_records, load_voc, read_image
+from crackcore.data.annotations import load_coco, load_records, load_voc
+from crackcore.data.dataset import CrackDataset
+from crackcore.data.images import DataError, letterbox, read_image
 
 
 def _png(path, h=40, w=60, grey=False):
@@ -212,7 +214,7 @@ def test_training_dataset_pickles_for_spawned_workers(tmp_path):
 
 
 def test_write_coco_round_trip(tiny_data, tmp_path):
-    from crackcore.data.dataset import write_coco
+    from crackcore.data.annotations import write_coco
 
     records = load_records(tiny_data, "train")[:5] + load_records(tiny_data, "background")[:2]
     back = load_coco(write_coco(records, tmp_path / "sub" / "part.json"))
@@ -330,7 +332,7 @@ def test_read_image_refuses_decompression_bombs(tmp_path, monkeypatch):
 def test_read_image_empty_and_foreign_formats(tmp_path):
     from PIL import Image
 
-    from crackcore.data.dataset import READ_FORMATS
+    from crackcore.data.images import READ_FORMATS
 
     Image.init()
     assert set(READ_FORMATS) <= set(Image.OPEN)  # a name Pillow does not know would fail every open

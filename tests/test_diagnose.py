@@ -93,7 +93,7 @@ def test_peak_maps_put_image_heatmap_peaks_and_truth_in_one_frame(variant, tiny_
     import torch
 
     from crackcore.study import plots
-    from crackcore.data.dataset import load_records
+    from crackcore.data.annotations import load_records
     from crackcore.models import build_model
 
     torch.manual_seed(0)

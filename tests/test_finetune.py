@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from crackcore.data.dataset import load_records
+from crackcore.data.annotations import load_records
 from crackcore.engine.config import TrainConfig
 from crackcore.study.experiment import Profile
 from crackcore.study.finetune import PHOTO_SEED, SIZES, TEST_SIZE, curve_table, photo_set

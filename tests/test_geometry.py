@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crackcore.data.dataset import letterbox, load_records, read_image, training_scale, write_coco
+from crackcore.data.annotations import load_records, write_coco
+from crackcore.data.images import letterbox, read_image, training_scale
 from crackcore.decode import DecodeConfig
 from crackcore.engine.evaluate import run_split
 from crackcore.engine.config import TrainConfig

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from crackcore.data.dataset import Record
+from crackcore.data.annotations import Record
 from crackcore.engine.diagnose import size_iou
 from crackcore.engine.config import TrainConfig
 from crackcore.engine.train import new_model

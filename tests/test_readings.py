@@ -16,13 +16,13 @@ def profile(tmp_path):
 
 
 def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monkeypatch):
-    from crackcore.data import dataset
+    from crackcore.data import annotations
     from crackcore.engine import evaluate, train
 
     profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
     read = []
-    real_load = dataset.load_records
-    for module in (dataset, evaluate, train, rd):  # every reader of annotation files on the calibration's path
+    real_load = annotations.load_records
+    for module in (annotations, evaluate, train, rd):  # every reader of annotation files on the calibration's path
         monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
                             real_load(src, split, **kw))
     r = rd.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from crackcore.data.dataset import load_coco, synth_records
+from crackcore.data.annotations import load_coco, synth_records
 from crackcore.data.synth import SPLITS, SynthConfig, generate, render, split_size
 from crackcore.data.synth_crack import _drop_short_runs, padded_box, visible_points
 from crackcore.data.synth_files import write_dataset

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crackcore.data.dataset import load_records
+from crackcore.data.annotations import load_records
 from crackcore.data.transforms import AugmentConfig
 import crackcore.engine.config as config_mod
 import crackcore.engine.train as train_mod

@@ -7,7 +7,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from crackcore.data.dataset import letterbox
+from crackcore.data.images import letterbox
 from crackcore.data.transforms import AugmentConfig, RandomWindowCrop, build_eval_transform, build_train_transform
 
 

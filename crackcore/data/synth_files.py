@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .dataset import Record, write_coco
+from .annotations import Record, write_coco
 from .synth import SPLITS, SynthConfig, generate
 
 

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.dataset import CrackDataset, load_records
+from ..data.annotations import load_records
+from ..data.dataset import CrackDataset
 from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..inference.routes import detect

@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.dataset import CrackDataset, load_records, training_scale
+from ..data.annotations import load_records
+from ..data.dataset import CrackDataset
+from ..data.images import training_scale
 from ..data.transforms import build_train_transform
 from ..device import autocast, pick_device, pick_precision, seed_everything
 from ..labels import LabelConfig, encode

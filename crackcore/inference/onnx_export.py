@@ -124,7 +124,8 @@ def quantize_onnx(src: str | Path, dst: str | Path, calib_images: torch.Tensor) 
 
 def calibration_images(data: str, split: str, n: int, size: int) -> torch.Tensor:
     """The first `n` images of a split, letterboxed as for evaluation: (n, 3, size, size) in [0, 1]."""
-    from ..data.dataset import CrackDataset, load_records
+    from ..data.annotations import load_records
+    from ..data.dataset import CrackDataset
 
     records = load_records(data, split)[:n]
     if not records:

@@ -16,7 +16,7 @@ import torch
 from torchvision.ops import nms
 from tqdm import tqdm
 
-from ..data.dataset import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
+from ..data.images import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
 from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..storage import load_model, save_json

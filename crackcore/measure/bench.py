@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.dataset import load_records, read_image, to_input
+from ..data.annotations import load_records
+from ..data.images import read_image, to_input
 from ..device import cpu_has_bf16, machine, pick_device, pick_precision, seed_everything
 from ..engine.evaluate import run_split
 from ..engine.config import TrainConfig

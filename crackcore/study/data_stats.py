@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.dataset import load_records, read_image
+from ..data.annotations import load_records
+from ..data.images import read_image
 from ..data.synth import SPLITS, generate
 from ..decode import DecodeConfig, decode
 from ..labels import draw_gaussian, encode, gaussian_radius, gaussian_radius_official, gaussian_sigma

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data.dataset import load_records, write_coco
+from ..data.annotations import load_records, write_coco
 from ..data.synth_files import write_dataset
 from ..engine.evaluate import EvalConfig, evaluate
 from ..engine.config import comparable, recorded_config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.dataset import load_records, write_coco
+from ..data.annotations import load_records, write_coco
 from ..decode import DecodeConfig
 from ..device import pick_precision
 from ..engine.config import comparable, recorded_config
