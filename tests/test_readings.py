@@ -25,9 +25,9 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
     for module in (annotations, evaluate, train, rd):  # every reader of annotation files on the calibration's path
         monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
                             real_load(src, split, **kw))
-    r = rd.calibrate(profile, "modified", seed=0, val_fraction=0.2, progress=False)
+    r = rd.calibrate(profile, "modified", seed=0, progress=False)
     assert (r["n_fit"], r["n_val"]) == (8, 2)
-    folder = profile.runs / "calibration-modified-seed0"
+    folder = profile.runs / "validation-seed0"
     fit = {im["file_name"] for im in json.loads((folder / "fit.json").read_text())["images"]}
     val = {im["file_name"] for im in json.loads((folder / "val.json").read_text())["images"]}
     assert len(fit) == 8 and len(val) == 2 and not fit & val  # disjoint parts of the training split
@@ -40,6 +40,10 @@ def test_calibration_holds_out_part_of_train_and_applies_its_rule(tmp_path, monk
     assert r["diagnosis_val"]["ap07"] == pytest.approx(r["ap07_val"], abs=0.01) and r["trained"]["precision"] == "fp32"
     saved = json.loads((profile.results / "metrics" / "calibration-modified-seed0.json").read_text())
     assert saved["ap07_val"] == r["ap07_val"] and saved["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
+    # the readings' run of the default settings is this model: one training serves both
+    default = rd.reading("wh-mean-x16", profile, variant="modified", progress=False)
+    assert default["key"] == r["key"] and len(list((profile.runs / "readings").iterdir())) == 1
+    assert default["val"]["ap07"] == pytest.approx(r["ap07_val"], abs=0.01)
 
 
 def _results(**aps):
