@@ -27,8 +27,8 @@ VAL_FRACTION = 0.2  # of the training images, held out as every reading's and th
 
 
 def validation_split(profile: Profile, seed: int = 0):
-    """Carve a seeded validation split from the training images: (fit.json, val.json) in runs/<profile>/validation-seed<n>.
-    The test split is never read."""
+    """Carve a seeded validation split from the training images: (fit.json, val.json) in
+    runs/<profile>/validation-seed<n>. The test split is never read."""
     records = load_records(profile.data, "train")
     order = np.random.default_rng(seed + 7919).permutation(len(records))  # a seed stream no other step uses
     n_val = round(VAL_FRACTION * len(records))
