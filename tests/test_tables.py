@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from crackcore.paper import PAPER_TABLE2
-from crackcore.study.tables import background_causes, image_errors, paired_differences, seed_table, table1, table2, threshold_sweep
+from crackcore.study.tables import (background_causes, budget_table, image_errors, paired_differences, seed_table, table1,
+                                    table2, threshold_sweep)
 
 
 def test_image_errors_hand_cases():
@@ -132,3 +133,15 @@ def test_background_causes_by_family_and_negative_by_hand():
     assert neg.loc["dust"].tolist() == [1, 100.0, pytest.approx(100 / 3)]  # dust on image 1 (clean) only
     with pytest.raises(ValueError, match="photo.jpg"):  # a file not named by the generator is refused, not guessed
         background_causes([0.0], ["photo.jpg"], images)
+
+
+def test_budget_table_says_which_budgets_were_measured_on_these_data():
+    where = {"device": "cpu", "precision": "bf16"}
+    budget = {"budgets": {e: {"lr_drop_epoch": round(0.8 * int(e)), "ap07_test": t, "ap07_train": r, "background": c,
+                              "trained": where, "evaluated": where, "key": {"data": data}}
+                          for e, t, r, c, data in (("50", 60.0, 62.5, 70.0, "old"), ("25", 50.0, 51.0, 60.0, "new"))}}
+    table = budget_table(budget, "new")
+    assert list(table.index) == [25, 50]  # sorted by epochs, not by the file's order
+    assert table.loc[25, "on these data"] is True and table.loc[50, "on these data"] is False
+    assert table.loc[50, "lr drop after epoch"] == 40 and table.loc[25, "train AP07"] == 51.0
+    assert "on these data" not in budget_table(budget).columns  # no hash given: nothing claimed either way

@@ -171,11 +171,16 @@ def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def budget_table(budget: dict) -> pd.DataFrame:
-    """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer)."""
+def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
+    """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer).
+
+    With `pixels` (the data's hash, `ensure_data`), a column says which budgets were measured on those data: a curve
+    committed before a generator change stays readable but must not pass for today's.
+    """
     rows = {int(e): {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"], "train AP07": b["ap07_train"],
                      "backgrounds clean %": b["background"],
                      "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
-                     "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})"}
+                     "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})",
+                     **({"on these data": b["key"].get("data") == pixels} if pixels is not None else {})}
             for e, b in budget["budgets"].items()}
     return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")
