@@ -27,7 +27,7 @@ OTHER_ORDER_NOTEBOOKS := tests/notebooks/03_training_modified.ipynb tests/notebo
 # Another float order than this machine's default: an older CPU's kernels and one thread.
 OTHER_FLOAT_ORDER := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
 
-.PHONY: setup test quick reproduce seeds bench calibrate readings pool-reading budget lab clean nbrefs nbtolerance chain
+.PHONY: setup test quick reproduce seeds bench calibrate readings pool-reading neck-reading budget lab clean nbrefs nbtolerance chain
 
 setup: $(STAMP)
 
@@ -97,6 +97,10 @@ readings: setup
 # §IV-C's peak window alone (one fit-split training, about 45 min on a 2-core CPU in bf16, then five decodings).
 pool-reading: setup
 	$(PY) -c "from crackcore.study.readings import pool_reading; print(pool_reading())"
+
+# The upsampling neck's start (PyTorch's init against bilinear upsampling) on the same validation split.
+neck-reading: setup
+	$(PY) -c "from crackcore.study.readings import neck_reading; r = neck_reading(); print(r['choice'])"
 
 chain: setup
 	$(call run_chain,$(PROFILE),$(NB_OUT),0)

@@ -35,6 +35,7 @@ HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197
 # validation split (README, "Readings and decisions").
 WH_SCALE = 16.0
 HEAD_INITS = ("default", "centernet")
+NECK_INITS = ("default", "bilinear")  # how the transposed convolutions start: PyTorch's init, or a smooth upsampling
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,9 +44,25 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequent
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    """4×4 stride-2 transposed convolution that exactly doubles H and W (CenterNet's upsampling neck)."""
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def deconv_bn_relu(cin: int, cout: int, init: str = "default") -> nn.Sequential:
+    """4×4 stride-2 transposed convolution that exactly doubles H and W (CenterNet's upsampling neck).
+
+    PyTorch's default init gives every output phase (even and odd rows and columns) its own random 2×2 taps, so an
+    untrained neck paints a grid of period 2 per deconvolution; two of them stack to a period of 4 output cells.
+    init="bilinear" starts each as a random 1×1 projection followed by bilinear ×2 upsampling (the 4×4 kernel is the
+    outer product of (1, 3, 3, 1)/4 with itself, the projection PyTorch's 1×1 init): no grid at the start, the same
+    parameters and the same function class.
+    """
+    if init not in NECK_INITS:
+        raise ValueError(f"unknown neck init {init!r}; choose one of {', '.join(NECK_INITS)}")
+    up = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
+    if init == "bilinear":
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4
+        proj = torch.empty(cout, cin, 1, 1)
+        nn.init.kaiming_uniform_(proj, a=math.sqrt(5))  # PyTorch's default for a 1×1 conv of cin inputs
+        with torch.no_grad():
+            up.weight.copy_(proj[:, :, 0, 0].T[:, :, None, None] * torch.outer(taps, taps))  # (cin, cout, 4, 4)
+    return nn.Sequential(up, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = None,
@@ -106,7 +123,7 @@ class AdaptiveFeatureFusion(nn.Module):
 class CenterNet(nn.Module):
     """CenterNet detector (§III): backbone → upsampling neck → [AFF] → `hm`, `wh` (and `reg` at stride 4) heads."""
 
-    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE):
+    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE, neck_init: str = "default"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -116,7 +133,7 @@ class CenterNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = Backbone(modified)
         up = (256, 128) if modified else (256, 256, 256)
-        self.neck = nn.Sequential(*(deconv_bn_relu(cin, cout) for cin, cout in zip((512,) + up[:-1], up)))
+        self.neck = nn.Sequential(*(deconv_bn_relu(cin, cout, neck_init) for cin, cout in zip((512,) + up[:-1], up)))
         self.aff = AdaptiveFeatureFusion(up[-1]) if variant == "modified_aff" else None
         n_conv = 3 if modified else 1
         bias = -math.log((1 - HM_PRIOR) / HM_PRIOR)
@@ -156,9 +173,9 @@ class CenterNet(nn.Module):
 
 
 def build_model(variant: str, imagenet: str | Path | None = None, wh_init: str = "default",
-                wh_scale: float = WH_SCALE) -> CenterNet:
+                wh_scale: float = WH_SCALE, neck_init: str = "default") -> CenterNet:
     """One of Table I's three detectors, from scratch or with a local torchvision ResNet-18 state dict."""
-    model = CenterNet(variant, wh_init, wh_scale)
+    model = CenterNet(variant, wh_init, wh_scale, neck_init)
     if imagenet is not None:
         load_imagenet(model, imagenet)
     return model

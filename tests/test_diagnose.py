@@ -108,3 +108,24 @@ def test_peak_maps_put_image_heatmap_peaks_and_truth_in_one_frame(variant, tiny_
         assert ((m["peaks"] >= 0) & (m["peaks"] <= S)).all()  # input pixels, not cells
         assert np.allclose(m["gt"], r.boxes * S / 80)  # the tiny data are 80 px patches, letterboxed to S
     assert len(plots.peaks(maps).axes) == 4
+
+
+def test_peak_phase_counts_peaks_and_centres_by_cell_modulo_four(monkeypatch):
+    import torch
+
+    # one image, stride 1: three peaks at cells (x, y) = (8, 4), (12, 0), (1, 2); one crack centred in cell (4, 4)
+    boxes = torch.tensor([[7.0, 3.0, 10.0, 6.0], [11.0, -1.0, 14.0, 2.0], [0.0, 1.0, 3.0, 4.0]])
+    gt = torch.tensor([[2.0, 2.0, 7.0, 7.0]])  # centre (4.5, 4.5)
+    dets = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.5, 0.2])}]
+    monkeypatch.setattr(diagnose, "_forward", lambda *a, **k: iter([([(None, gt)], None, None, dets)]))
+
+    class Model:
+        stride = 1
+    p = diagnose.peak_phase(Model(), records=None)
+    peaks, centres = np.array(p["peaks"]), np.array(p["centres"])
+    assert (p["n_peaks"], p["n_centres"]) == (3, 1)
+    expected = np.zeros((4, 4))
+    expected[0, 0] = 2 / 3 * 16  # (8, 4) and (12, 0) are both phase (0, 0); (1, 2) is [y=2, x=1]
+    expected[2, 1] = 1 / 3 * 16
+    assert np.allclose(peaks, expected) and p["peak_max"] == pytest.approx(32 / 3)
+    assert centres[0, 0] == pytest.approx(16.0) and centres.sum() == pytest.approx(16.0)

@@ -107,3 +107,41 @@ def test_model_stats_counts_parameters_and_volume(models):
     n_buffers = sum(b.numel() for b in m.state_dict().values()) - n
     assert 4 * (n + n_buffers) / 1e6 < s["volume_mb"] < 4 * (n + n_buffers) / 1e6 * 1.01
     assert model_stats(models["centernet_r18"])["gflops"] > 0
+
+
+def test_bilinear_neck_starts_as_a_projection_then_bilinear_upsampling():
+    import torch.nn.functional as F
+
+    from crackcore.models import deconv_bn_relu
+    torch.manual_seed(0)
+    up = deconv_bn_relu(6, 6, "bilinear")[0]
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4
+    kernel = torch.outer(taps, taps)  # (4, 4), sums to 4: a 2×2 set of taps per output phase, each summing to 1
+    proj = up.weight[:, :, 1, 1] / kernel[1, 1]  # (cin, cout)
+    assert torch.allclose(up.weight, proj[:, :, None, None] * kernel, atol=1e-7)  # one projection, one kernel
+    with torch.no_grad():  # identity projection: the deconvolution is bilinear ×2 (half-pixel centres)
+        up.weight.copy_(torch.eye(6)[:, :, None, None] * kernel)
+        x = torch.randn(2, 6, 5, 7)
+        golden = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        y = up(x)
+    assert y.shape == golden.shape
+    assert torch.allclose(y[..., 1:-1, 1:-1], golden[..., 1:-1, 1:-1], atol=1e-6)  # the border pads with zeros
+
+
+@pytest.mark.parametrize("neck_init, grid", [("default", True), ("bilinear", False)])
+def test_untrained_neck_paints_a_grid_only_with_the_default_init(neck_init, grid):
+    torch.manual_seed(0)
+    neck = build_model("modified", neck_init=neck_init).neck.eval()
+    with torch.no_grad():
+        y = neck(torch.ones(1, 512, 8, 8))[..., 4:-4, 4:-4]  # (1, 128, 24, 24): a flat input, borders cut
+    by_phase = y.reshape(1, 128, 6, 4, 6, 4).mean((2, 4))  # (1, 128, 4, 4): each channel's mean per phase
+    spread = (by_phase.amax((2, 3)) - by_phase.amin((2, 3))).max()
+    assert (spread > 1e-3) if grid else (spread < 1e-5)
+
+
+def test_unknown_neck_init_is_a_clear_error():
+    from crackcore.engine.config import TrainConfig
+    with pytest.raises(ValueError, match="neck_init"):
+        TrainConfig(neck_init="nearest")
+    with pytest.raises(ValueError, match="neck init"):
+        build_model("modified", neck_init="nearest")

@@ -111,3 +111,17 @@ def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile)
     table = budget_table(r)
     assert list(table.index) == [1, 2] and table.loc[2, "test AP07"] == r["budgets"]["2"]["ap07_test"]
     assert plots.budget_curve(table, 96.16, 97.96).axes[0].get_xlabel().startswith("epochs")
+
+
+def test_neck_rule_needs_more_than_one_point_over_the_best_default_run():
+    assert rd.choose_neck({"val": {"ap07": 38.1}}, [34.1, 37.2]) == "default"  # +0.9 over the best: noise
+    assert rd.choose_neck({"val": {"ap07": 38.3}}, [34.1, 37.2]) == "bilinear"
+    assert rd.choose_neck({"val": {"ap07": 36.0}}, [34.1]) == "bilinear"  # over the only run on record
+
+
+def test_a_record_without_the_neck_knob_matches_todays_default():
+    from crackcore.engine.config import TrainConfig, comparable, recorded_config
+    today = recorded_config(TrainConfig())
+    before = {k: v for k, v in today.items() if k != "neck_init"}  # a run published before the knob existed
+    assert comparable(before) == comparable(today)
+    assert comparable(recorded_config(TrainConfig(neck_init="bilinear"))) != comparable(before)

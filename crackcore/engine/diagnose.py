@@ -19,6 +19,9 @@ Three substitutions separate the two heads. Each keeps everything of the model's
   collapsed to one aspect ratio has `wh_corr_pred` ≈ 1 whatever the truth says. `size_iou` is the IoU of the two
   sizes centred on one point.
 Run on the training split as well as the test split, the numbers also tell under- from over-fitting.
+
+`peak_phase` asks where the ridge's bumps come from: the share of decoded peaks at each output cell position modulo
+PHASE_PERIOD, the period of the upsampling neck's grid at stride 1 (two ×2 transposed convolutions).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from ..metrics import match, voc_ap
 from ..models import sigmoid_heatmap
 
 NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
+PHASE_PERIOD = 4  # two stride-2 transposed convolutions repeat their taps every 4 output cells
 
 
 def _nearest(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -174,3 +178,27 @@ def peak_maps(model, records, decoding: DecodeConfig = PAPER, precision: str = "
                          "peaks": (b[:, :2] + b[:, 2:]) / 2, "scores": det["scores"].float().numpy(),
                          "gt": boxes.numpy().reshape(-1, 4), "stride": model.stride})
     return maps
+
+
+@torch.no_grad()
+def peak_phase(model, records, decoding: DecodeConfig = PAPER, precision: str = "fp32") -> dict:
+    """Decoded peaks (§IV-C) by output cell position modulo PHASE_PERIOD, against the true centres' cells.
+
+    `peaks` and `centres` are (4, 4) shares indexed [y mod 4, x mod 4], scaled so that 1 is uniform; `peak_max` is
+    the largest peak share (16 would put every peak on one phase). The true centres set the baseline: cracks that
+    span the patch put their centres on one cell, so `centre_max` is above 1 too. A neck that paints a grid puts
+    the peaks' `peak_max` well above the centres' `centre_max`.
+    """
+    n = PHASE_PERIOD
+    peaks, centres = np.zeros((n, n)), np.zeros((n, n))
+    for items, _, _, dets in _forward(model, records, 32, decoding, precision):
+        for (_, boxes), det in zip(items, dets):
+            b = det["boxes"].float().numpy().reshape(-1, 4)
+            gt = boxes.numpy().reshape(-1, 4)
+            for grid, xyxy in ((peaks, b), (centres, gt)):
+                cells = np.floor((xyxy[:, :2] + xyxy[:, 2:]) / 2 / model.stride).astype(int) % n  # (N, 2) x, y
+                np.add.at(grid, (cells[:, 1], cells[:, 0]), 1)
+    share = lambda g: g / max(g.sum(), 1) * n * n  # noqa: E731
+    return {"peaks": share(peaks).tolist(), "centres": share(centres).tolist(), "n_peaks": int(peaks.sum()),
+            "n_centres": int(centres.sum()), "peak_max": float(share(peaks).max()),
+            "centre_max": float(share(centres).max())}
