@@ -4,7 +4,8 @@ Reading of §IV-A and §III-A that this file commits to (the paper's Fig. 3 is n
 - `modified`: the 7×7/2 stem and the max-pool are replaced by three 3×3/1 conv-BN-ReLU layers of 64 channels.
   "We reduce the resolution in the ResNet by 4×" is read as layer2 and layer3 keeping stride 2 and layer4
   set to stride 1 (no dilation), so the backbone ends at H/4 with 512 channels; two 4×4/2 transposed
-  convolutions (256 then 128 channels, BN, ReLU, as CenterNet's deconvolution neck) bring it back to H×W.
+  convolutions (256 then 128 channels, BN, ReLU, as CenterNet's deconvolution neck) bring it back to H×W. They
+  start as bilinear upsampling (the paper leaves their init open; chosen on a validation split).
 - Heads of the modified model: three stacked 3×3 convs (64 channels, ReLU, no BN) and one 1×1 conv; `hm` and
   `wh` do not share parameters. No offset head: at stride 1 the centre is the pixel centre.
 - `modified_aff` (§III-C, eq. 4): P_img = conv3×3-BN-ReLU(image) with the neck's channel count; a 1×1 conv on
@@ -35,7 +36,9 @@ HM_PRIOR = 0.1  # initial heatmap probability: bias = -log((1 - p) / p) = -2.197
 # validation split (README, "Readings and decisions").
 WH_SCALE = 16.0
 HEAD_INITS = ("default", "centernet")
-NECK_INITS = ("default", "bilinear")  # how the transposed convolutions start: PyTorch's init, or a smooth upsampling
+# How the transposed convolutions start: a smooth upsampling (chosen on a validation split: README, "Readings and
+# decisions"), or PyTorch's init, which every run before that reading trained with.
+NECK_INITS = ("bilinear", "default")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,14 +47,14 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequent
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def deconv_bn_relu(cin: int, cout: int, init: str = "default") -> nn.Sequential:
+def deconv_bn_relu(cin: int, cout: int, init: str = "bilinear") -> nn.Sequential:
     """4×4 stride-2 transposed convolution that exactly doubles H and W (CenterNet's upsampling neck).
 
-    PyTorch's default init gives every output phase (even and odd rows and columns) its own random 2×2 taps, so an
-    untrained neck paints a grid of period 2 per deconvolution; two of them stack to a period of 4 output cells.
-    init="bilinear" starts each as a random 1×1 projection followed by bilinear ×2 upsampling (the 4×4 kernel is the
-    outer product of (1, 3, 3, 1)/4 with itself, the projection PyTorch's 1×1 init): no grid at the start, the same
-    parameters and the same function class.
+    init="bilinear" starts it as a random 1×1 projection followed by bilinear ×2 upsampling (the 4×4 kernel is the
+    outer product of (1, 3, 3, 1)/4 with itself, the projection PyTorch's 1×1 init), as CenterNet's released
+    DCN ResNets start theirs: the same parameters and function class, but no grid at the start. init="default"
+    (PyTorch's) gives each of the four output phases its own random 2×2 taps, so an untrained neck paints a grid of
+    period 2 per deconvolution, 4 output cells after two.
     """
     if init not in NECK_INITS:
         raise ValueError(f"unknown neck init {init!r}; choose one of {', '.join(NECK_INITS)}")
@@ -123,7 +126,7 @@ class AdaptiveFeatureFusion(nn.Module):
 class CenterNet(nn.Module):
     """CenterNet detector (§III): backbone → upsampling neck → [AFF] → `hm`, `wh` (and `reg` at stride 4) heads."""
 
-    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE, neck_init: str = "default"):
+    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE, neck_init: str = "bilinear"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -173,7 +176,7 @@ class CenterNet(nn.Module):
 
 
 def build_model(variant: str, imagenet: str | Path | None = None, wh_init: str = "default",
-                wh_scale: float = WH_SCALE, neck_init: str = "default") -> CenterNet:
+                wh_scale: float = WH_SCALE, neck_init: str = "bilinear") -> CenterNet:
     """One of Table I's three detectors, from scratch or with a local torchvision ResNet-18 state dict."""
     model = CenterNet(variant, wh_init, wh_scale, neck_init)
     if imagenet is not None:

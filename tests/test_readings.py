@@ -119,9 +119,26 @@ def test_neck_rule_needs_more_than_one_point_over_the_best_default_run():
     assert rd.choose_neck({"val": {"ap07": 36.0}}, [34.1]) == "bilinear"  # over the only run on record
 
 
-def test_a_record_without_the_neck_knob_matches_todays_default():
+def test_a_record_without_the_neck_knob_is_a_run_of_pytorchs_init_and_stale_today():
     from crackcore.engine.config import TrainConfig, comparable, recorded_config
-    today = recorded_config(TrainConfig())
-    before = {k: v for k, v in today.items() if k != "neck_init"}  # a run published before the knob existed
-    assert comparable(before) == comparable(today)
-    assert comparable(recorded_config(TrainConfig(neck_init="bilinear"))) != comparable(before)
+    old = recorded_config(TrainConfig(neck_init="default"))
+    before = {k: v for k, v in old.items() if k != "neck_init"}  # a run published before the knob existed
+    assert comparable(before) == comparable(old)
+    assert TrainConfig().neck_init == "bilinear"  # the validated start: runs of the old one are retrained
+    assert comparable(recorded_config(TrainConfig())) != comparable(before)
+
+
+def test_neck_reading_compares_only_with_runs_of_pytorchs_init_on_the_same_data(tmp_path, monkeypatch):
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    metrics = profile.results_dir("metrics")
+    monkeypatch.setattr(rd, "reading", lambda *a, **k: {"key": {"data": "px"}, "val": {"ap07": 40.0}})
+    with pytest.raises(FileNotFoundError, match="neck"):
+        rd.neck_reading(profile, progress=False)  # nothing on record to compare with
+    (metrics / "calibration-modified_aff-seed0.json").write_text(json.dumps({"data_pixels_sha256": "px", "ap07_val": 38.5}))
+    (metrics / "reading-pool.json").write_text(json.dumps(  # a bilinear run, and one on other data: both ignored
+        {"key": {"data": "px", "neck_init": "bilinear"}, "val": {"3": {"ap07": 10.0}}}))
+    r = rd.neck_reading(profile, progress=False)
+    assert r["default_runs_val_ap07"] == {"calibration-modified_aff-seed0.json": 38.5} and r["choice"] == "bilinear"
+    (metrics / "reading-pool.json").write_text(json.dumps({"key": {"data": "px"}, "val": {"3": {"ap07": 39.5}}}))
+    r = rd.neck_reading(profile, progress=False)
+    assert r["choice"] == "default"  # +0.5 over the best run of PyTorch's init: within the margin

@@ -1,5 +1,6 @@
 """Tables I and II beside the paper, the threshold sweep and per-image error counts, on hand-made inputs."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from crackcore.paper import PAPER_TABLE2
@@ -145,3 +146,38 @@ def test_budget_table_says_which_budgets_were_measured_on_these_data():
     assert table.loc[25, "on these data"] is True and table.loc[50, "on these data"] is False
     assert table.loc[50, "lr drop after epoch"] == 40 and table.loc[25, "train AP07"] == 51.0
     assert "on these data" not in budget_table(budget).columns  # no hash given: nothing claimed either way
+
+
+def test_crack_recall_finds_cracks_covered_above_the_threshold_and_groups_them():
+    from crackcore.study.tables import crack_recall, recall_table
+    cracks = pd.DataFrame([  # two images: one with two cracks, one with one; a column name with a space
+        {"index": 3, "crack": 0, "x1": 10.0, "y1": 0.0, "x2": 14.0, "y2": 80.0, "box_w": 4.0, "contrast": 0.1},
+        {"index": 3, "crack": 1, "x1": 50.0, "y1": 50.0, "x2": 60.0, "y2": 60.0, "box_w": 10.0, "contrast": 0.4},
+        {"index": 7, "crack": 0, "x1": 0.0, "y1": 40.0, "x2": 80.0, "y2": 44.0, "box_w": 80.0, "contrast": 0.3}])
+    per_image = [
+        {"file": "data/synth/images/test/test_00007.png", "gt": [[0, 40, 80, 44]],
+         "boxes": [[0, 40, 80, 44]], "scores": [0.05]},  # the exact box, but below the 0.1 threshold: not found
+        {"file": "data/synth/images/test/test_00003.png", "gt": [[10, 0, 14, 80], [50, 50, 60, 60]],
+         # IoU with crack 0: 4·60 / (4·80) = 0.75, found; with crack 1: 5·10 / 100 = 0.5, not strictly above
+         "boxes": [[10, 10, 14, 70], [50, 50, 55, 60]], "scores": [0.3, 0.9]}]
+    found = crack_recall(per_image, cracks.assign(**{"longer side": [80.0, 10.0, 80.0]}))
+    assert found["found"].tolist() == [True, False, False] and found["longer side"].tolist() == [80.0, 10.0, 80.0]
+    assert found["best_iou"].tolist() == pytest.approx([0.75, 0.5, 0.0])
+    assert found["score"].tolist() == pytest.approx([0.3, 0.0, 0.0])
+    table = recall_table(found.rename(columns={"contrast": "crack contrast"}), "crack contrast", bins=[0, 0.2, 0.5])
+    assert table["cracks"].tolist() == [1, 2] and table["found %"].tolist() == pytest.approx([100.0, 0.0])
+    assert table["median score when found"].iloc[0] == pytest.approx(0.3)
+    per_image[1]["gt"] = [[11, 0, 14, 80], [50, 50, 60, 60]]  # the metrics hold other data than the table
+    with pytest.raises(ValueError, match="other data"):
+        crack_recall(per_image, cracks)
+
+
+def test_found_over_seeds_averages_each_variants_runs_per_bin():
+    from crackcore.study.tables import found_over_seeds
+    f = lambda found: pd.DataFrame({"longer": [10.0, 50.0, 70.0], "found": found, "score": [0.3] * 3})  # noqa: E731
+    runs = {("a", 0): f([True, True, False]), ("a", 1): f([False, True, True]), ("b", 0): f([True, False, False])}
+    t = found_over_seeds(runs, "longer", bins=[0, 20, 80])
+    assert t["cracks"].tolist() == [1, 2]
+    assert t["a found %"].tolist() == pytest.approx([50.0, 75.0])  # (100 + 0) / 2 and (50 + 100) / 2
+    assert t["a sd"].tolist() == pytest.approx([np.sqrt(5000), np.sqrt(1250)])  # sample sd of two runs: (100, 0), (50, 100)
+    assert t["b found %"].tolist() == pytest.approx([100.0, 0.0]) and t["b sd"].isna().all()  # one seed: no sd

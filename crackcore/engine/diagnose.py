@@ -21,7 +21,8 @@ Three substitutions separate the two heads. Each keeps everything of the model's
 Run on the training split as well as the test split, the numbers also tell under- from over-fitting.
 
 `peak_phase` asks where the ridge's bumps come from: the share of decoded peaks at each output cell position modulo
-PHASE_PERIOD, the period of the upsampling neck's grid at stride 1 (two ×2 transposed convolutions).
+PHASE_PERIOD, the period at stride 1 of the backbone's stride-4 sampling grid and of the neck's two ×2 transposed
+convolutions.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from ..metrics import match, voc_ap
 from ..models import sigmoid_heatmap
 
 NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
-PHASE_PERIOD = 4  # two stride-2 transposed convolutions repeat their taps every 4 output cells
+PHASE_PERIOD = 4  # the stride-4 backbone samples every 4th cell; two ×2 transposed convolutions repeat their taps so
 
 
 def _nearest(centres: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -186,8 +187,8 @@ def peak_phase(model, records, decoding: DecodeConfig = PAPER, precision: str = 
 
     `peaks` and `centres` are (4, 4) shares indexed [y mod 4, x mod 4], scaled so that 1 is uniform; `peak_max` is
     the largest peak share (16 would put every peak on one phase). The true centres set the baseline: cracks that
-    span the patch put their centres on one cell, so `centre_max` is above 1 too. A neck that paints a grid puts
-    the peaks' `peak_max` well above the centres' `centre_max`.
+    span the patch put their centres on one cell, so `centre_max` is above 1 too. Peaks that sit on the coarse
+    grid rather than on the cracks' centres put `peak_max` well above `centre_max`.
     """
     n = PHASE_PERIOD
     peaks, centres = np.zeros((n, n)), np.zeros((n, n))

@@ -227,6 +227,23 @@ def budget_curve(table, paper_ap: float | None = None, paper_clean: float | None
     return fig
 
 
+def found_bars(table, by: str, title: str = "which test cracks a detector finds (IoU > 0.5, score ≥ 0.1)"):
+    """Bars of `tables.found_over_seeds`: the share of cracks found per bin of one attribute, per variant, ±1 sd."""
+    variants = [c[:-len(" found %")] for c in table.columns if c.endswith(" found %")]
+    x = np.arange(len(table))
+    width = 0.8 / max(len(variants), 1)
+    fig, ax = plt.subplots(figsize=(1.6 * len(table) + 2, 3.2))
+    for i, v in enumerate(variants):
+        sd = table[f"{v} sd"].to_numpy(float)
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, table[f"{v} found %"], width, label=v,
+               yerr=None if np.isnan(sd).all() else sd, capsize=2)
+    ax.set_xticks(x, [f"{b}\n({n} cracks)" for b, n in zip(table.index.astype(str), table["cracks"])], fontsize=8)
+    ax.set(xlabel=by, ylabel="found %", ylim=(0, 105), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def label_curve(table, zero_shot: float | None = None):
     """AP07 on a new surface against the labelled images trained on, from scratch and fine-tuned (§IV-B)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4))

@@ -92,7 +92,7 @@ READINGS = {
     "radius-released-sigma-paper": {"radius_rule": "released", "sigma_rule": "paper"},
     "radius-released-sigma-centernet": {"radius_rule": "released", "sigma_rule": "centernet"},
     "label-ellipse": {"label_shape": "ellipse"},  # not the paper's label: a Gaussian stretched along the box
-    "neck-bilinear": {"neck_init": "bilinear"},  # the deconvolutions start as bilinear upsampling (no grid)
+    "neck-bilinear": {"neck_init": "bilinear"},  # the deconvolutions start as bilinear upsampling (the default since)
 }
 WIDE_POOL = 9  # the stride-1 peak window chosen on the validation split (reading-pool.json), reported beside §IV-C's
 
@@ -181,11 +181,14 @@ def choose_pool(by_pool: dict[str, dict], literal: str = "3", margin: float = 1.
 
 def neck_reading(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
                  progress: bool = True) -> dict:
-    """The upsampling neck's start read on the validation split: `reading("neck-bilinear")` against the runs of the
-    default start on the same split and protocol that are on record (the calibration, §IV-C's window in the pool
-    reading), decided by `choose_neck`. Written to results/metrics/reading-neck-bilinear.json."""
+    """The upsampling neck's start read on the validation split: `reading("neck-bilinear")` against the runs of
+    PyTorch's init on the same split and protocol that are on record (the calibration, §IV-C's window in the pool
+    reading), decided by `choose_neck`. A record without settings, or whose settings omit `neck_init`, was trained
+    before the knob existed, with PyTorch's init. Written to results/metrics/reading-neck-bilinear.json."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     result = reading("neck-bilinear", profile, variant, seed, progress=progress)
+    if "choice" in result:  # decided on these settings already
+        return result
     metrics = profile.results_dir("metrics")
     default_runs = {}
     for name, pick in ((f"calibration-{variant}-seed{seed}.json", lambda r: r["ap07_val"]),
@@ -194,10 +197,11 @@ def neck_reading(profile: Profile | str = "paper", variant: str = "modified_aff"
         if path.exists():
             record = json.loads(path.read_text())
             data = record.get("data_pixels_sha256") or record.get("key", {}).get("data")
-            if data == result["key"]["data"]:  # the same data; the other settings are the protocol's
+            if data == result["key"]["data"] and record.get("key", {}).get("neck_init", "default") == "default":
                 default_runs[name] = pick(record)
     if not default_runs:
-        raise FileNotFoundError(f"no run of the default neck on these data in {metrics}: run `make calibrate` first")
+        raise FileNotFoundError(f"no run of PyTorch's neck init on these data in {metrics}: train one with "
+                                "`--neck-init default` on the validation split first")
     result = {**result, "default_runs_val_ap07": default_runs,
               "choice": choose_neck(result, list(default_runs.values()))}
     save_json(metrics / "reading-neck-bilinear.json", result)
@@ -205,8 +209,8 @@ def neck_reading(profile: Profile | str = "paper", variant: str = "modified_aff"
 
 
 def choose_neck(bilinear: dict, default_runs: list[float], margin: float = 1.0) -> str:
-    """Rule fixed before the run: the deconvolutions keep PyTorch's init ("default", what every Table I run trained
-    with) unless the bilinear start beats the best of the default's validation AP07s under §IV-C's decoder, on the
+    """Rule fixed before the run: the deconvolutions keep PyTorch's init ("default", what every run trained with
+    until this reading) unless the bilinear start beats the best of the default's validation AP07s under §IV-C's decoder, on the
     same fit/validation split and protocol, by more than `margin`. Training noise alone moved two such default runs
     3 AP07 apart (the calibration's 34.1, the pool reading's 37.2), so the best of them is the bar."""
     return "bilinear" if bilinear["val"]["ap07"] - max(default_runs) > margin else "default"

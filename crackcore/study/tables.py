@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics import match
+from ..metrics import box_iou, match
 from ..paper import PAPER_TABLE1, PAPER_TABLE2
 
 
@@ -123,6 +123,57 @@ def image_errors(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> tuple[int,
     p, g = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(gt_boxes, float).reshape(-1, 4)
     hits = int(match(p, g, iou_threshold).sum())
     return len(p) - hits, len(g) - hits
+
+
+def crack_recall(per_image: list[dict], cracks: pd.DataFrame, threshold: float = 0.1,
+                 iou_threshold: float = 0.5) -> pd.DataFrame:
+    """Each test crack of `cracks` (`data_stats.crack_frame` of the split) with whether any box of `per_image` (an
+    `evaluate` metrics file's test detections) scoring ≥ `threshold` covers it at IoU > `iou_threshold` (§V-A), and
+    the best such score: which cracks a detector finds, to group by the generator's attributes."""
+    by_file = {}
+    for k, img in enumerate(per_image):
+        named = re.fullmatch(r".*_(\d+)\.png", str(img["file"]))  # synth_files' naming: <split>_<index>.png
+        if not named:
+            raise ValueError(f"not a synthetic image file name: {img['file']}")
+        by_file[int(named.group(1))] = img
+    rows = []
+    for index, group in cracks.groupby("index", sort=True):
+        if index not in by_file:
+            raise ValueError(f"image {index} of the crack table has no detections in per_image")
+        img = by_file[index]
+        gt = np.asarray(img["gt"], float).reshape(-1, 4)
+        truth = group.sort_values("crack")[["x1", "y1", "x2", "y2"]].to_numpy(float)
+        if gt.shape != truth.shape or not np.allclose(gt, truth, atol=1e-3):
+            raise ValueError(f"image {index}: the metrics' ground truth is not the crack table's; other data?")
+        scores = np.asarray(img["scores"], float)
+        boxes = np.asarray(img["boxes"], float).reshape(-1, 4)[scores >= threshold]
+        iou = box_iou(boxes, gt) if len(boxes) else np.zeros((0, len(gt)))  # (N, M)
+        hit = iou > iou_threshold
+        for j, crack in enumerate(group.sort_values("crack").to_dict("records")):  # any column name, spaces too
+            rows.append({**crack, "found": bool(hit[:, j].any()),
+                         "best_iou": float(iou[:, j].max()) if len(iou) else 0.0,
+                         "score": float(scores[scores >= threshold][hit[:, j]].max()) if hit[:, j].any() else 0.0})
+    return pd.DataFrame(rows)
+
+
+def recall_table(found: pd.DataFrame, by: str, bins=None) -> pd.DataFrame:
+    """Share of cracks found (%) and the median score of a found one, grouped by one attribute (binned by `bins`)."""
+    key = pd.cut(found[by], bins) if bins is not None else found[by]
+    g = found.assign(score_found=found["score"].where(found["found"])).groupby(key, observed=True)
+    return pd.DataFrame({"cracks": g.size(), "found %": 100 * g["found"].mean(),
+                         "median score when found": g["score_found"].median()})
+
+
+def found_over_seeds(found: dict[tuple[str, int], pd.DataFrame], by: str, bins=None) -> pd.DataFrame:
+    """Per variant, the share of test cracks found (%) grouped by one attribute: mean and sd over the seeds of
+    `found` ({(variant, seed): crack_recall(...)}; every run scored on the same test split)."""
+    per_run = pd.DataFrame({k: recall_table(f, by, bins)["found %"] for k, f in found.items()})  # (bins, runs)
+    out = {"cracks": recall_table(next(iter(found.values())), by, bins)["cracks"]}
+    for v in dict.fromkeys(k[0] for k in found):
+        runs = per_run[[k for k in found if k[0] == v]]
+        out[f"{v} found %"] = runs.mean(axis=1)
+        out[f"{v} sd"] = runs.std(axis=1, ddof=1) if runs.shape[1] > 1 else np.nan
+    return pd.DataFrame(out)
 
 
 def write_table(df: pd.DataFrame, folder: str | Path, name: str) -> Path:
