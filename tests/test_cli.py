@@ -52,6 +52,13 @@ def test_evaluate_writes_metrics(trained, tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_data / "test.json"),
                  "--background-split", "", "--train-split", "", "--out", str(single), "--precision", "fp32"]) == 0
     assert set(json.loads(single.read_text())["shift"]) == {"ap_skipped", "background_skipped"}
+    # a stride-1 model is also decoded with the wide window: the same AP as evaluating with --pool 9 itself
+    wide = tmp_path / "wide.json"
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(tiny_data), "--out", str(wide),
+                 "--precision", "fp32", "--pool", "9", "--background-split", "", "--train-split", ""]) == 0
+    w = json.loads(wide.read_text())
+    assert m["diagnosis"]["test_pool9"]["ap07"] == pytest.approx(w["ap07"], abs=1e-9)
+    assert set(w["diagnosis"]) == {"test"}  # already the wide window: not decoded twice
 
 
 def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path, capsys):

@@ -131,6 +131,7 @@ def test_committed_metrics_of_a_finished_run_survive_a_fresh_clone_but_not_a_cha
 
     m = ex.ensure_evaluated(profile, "modified", seed=1, progress=False)
     assert m["data_pixels_sha256"] == ex.ensure_data(profile, progress=False)
+    assert "test_pool9" in m["diagnosis"]  # stride 1: also decoded with the wide window
     shutil.rmtree(profile.runs / "modified-seed1")  # a fresh clone: results/ only
     saved = profile.results / "metrics" / "modified-seed1.json"
     mtime = saved.stat().st_mtime_ns
@@ -148,6 +149,14 @@ def test_committed_metrics_of_a_finished_run_survive_a_fresh_clone_but_not_a_cha
     monkeypatch.setattr(ex, "train_config", lambda *a, **k: dataclasses.replace(real(*a, **k), wh_scale=8.0))
     with pytest.raises(pytest.fail.Exception, match="retrained"):
         ex.ensure_evaluated(profile, "modified", seed=1, progress=False)
+
+
+def test_metrics_missing_a_diagnosis_column_are_redone():
+    test = {"ap07_box_nms_0.5": 50.0}
+    assert not ex._complete({"variant": "modified", "diagnosis": {"test": {"ap07": 50.0}}})  # before box NMS
+    assert not ex._complete({"variant": "modified_aff", "diagnosis": {"test": test}})  # stride 1, no wide window
+    assert ex._complete({"variant": "modified_aff", "diagnosis": {"test": test, "test_pool9": {"ap07": 60.0}}})
+    assert ex._complete({"variant": "centernet_r18", "diagnosis": {"test": test}})  # stride 4: never decoded so
 
 
 def test_seed_runs_reads_make_seeds_and_goes_seed_major(profile, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from crackcore.data.annotations import load_coco, synth_records
 from crackcore.data.synth import SPLITS, SynthConfig, generate, render, split_size
 from crackcore.data.synth_crack import _drop_short_runs, padded_box, visible_points
-from crackcore.data.synth_files import write_dataset
+from crackcore.data.synth_files import image_index, write_dataset
 from crackcore.data.synth_surface import FAMILIES
 
 TINY = SynthConfig(n_train=5, n_test=3, n_background=4, n_shift=2, n_shift_background=2)
@@ -168,6 +168,17 @@ def test_write_dataset_counts_round_trip_and_card(tmp_path):
     card = (tmp_path / "DATACARD.md").read_text()
     assert "visibility_k" in card and summary["pixels_sha256"] in card and "real photographs" in card
     assert "Rose criterion" in card and "## Sources" in card and "`granular`" in card
+
+
+def test_image_index_reads_back_every_written_name(tmp_path):
+    write_dataset(tmp_path, TINY, progress=False)
+    for split in SPLITS:
+        names = sorted((tmp_path / "images" / split).glob("*.png"))
+        assert [image_index(n) for n in names] == list(range(split_size(TINY, split)))  # round trip
+    assert image_index("images/shift_background/shift_background_00012.png") == 12  # by hand
+    for bad in ("photo.jpg", "IMG_0001.PNG", "train_12.png.bak", "/data/0001.png"):
+        with pytest.raises(ValueError, match="<split>_<index>"):
+            image_index(bad)
 
 
 def test_written_pixels_equal_rendered_pixels(tmp_path):

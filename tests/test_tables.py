@@ -45,8 +45,9 @@ def test_threshold_sweep_test_recall_from_pr_curve():
     assert sw["test_recall"].tolist() == [0.5, 0.25, 0.25, 0.0]
 
 
-def _run(ap, clean, nms=0.0):
-    return {"ap07": ap, "background": {"accuracy": clean}, "diagnosis": {"test": {"ap07_box_nms_0.5": nms}}}
+def _run(ap, clean, nms=0.0, wide=None):
+    return {"ap07": ap, "background": {"accuracy": clean},
+            "diagnosis": {"test": {"ap07_box_nms_0.5": nms}, **({"test_pool9": {"ap07": wide}} if wide else {})}}
 
 
 def test_seed_table_mean_and_sample_sd_by_hand():
@@ -59,6 +60,16 @@ def test_seed_table_mean_and_sample_sd_by_hand():
     assert row["AP07 per seed"] == "40.0 / 44.0 / 48.0" and row["seeds"] == "0 1 2" and row["paper AP"] == 95.48
     assert np.isnan(t.loc["modified_aff", "AP07 sd"])  # one seed: no spread
     assert t.loc["modified_aff", "paper clean %"] == PAPER_TABLE2["accuracy"] and np.isnan(row["paper clean %"])
+    assert np.isnan(row["9 × 9 window AP07 mean"])  # not measured: NaN, not 0
+
+
+def test_seed_table_wide_window_column_by_hand():
+    t = seed_table({"modified": {0: _run(40.0, 50.0, wide=60.0), 1: _run(44.0, 60.0, wide=66.0)},
+                    "centernet_r18": {0: _run(40.0, 50.0)}})  # stride 4: never decoded with the wide window
+    # mean 63, sample sd sqrt((9 + 9) / 1) = sqrt(18)
+    assert t.loc["modified", "9 × 9 window AP07 mean"] == 63.0
+    assert t.loc["modified", "9 × 9 window AP07 sd"] == pytest.approx(18 ** 0.5)
+    assert np.isnan(t.loc["centernet_r18", "9 × 9 window AP07 mean"])
 
 
 def test_paired_differences_t_interval_by_hand():

@@ -232,20 +232,24 @@ def test_augmentation_and_loss_are_recorded_whole_and_compared_on_resume(tiny_da
         train(replace(cfg, loss=replace(cfg.loss, beta=3.0)), resume=True, progress=False)
 
 
+# The record of `modified`'s fp16 checkpoint as published at f87c883 (results/checkpoints/modified-seed0.fp16.pt
+# there): augmentation one flag, the loss weights flat, no α, β, augmentation strengths or neck init.
+FLAT_RECORD = {"variant": "modified", "data": "data/synth", "out": "runs/paper/modified-seed0", "epochs": 25,
+               "batch_size": 16, "lr": 0.00025, "lr_drop_epoch": 20, "lr_drop_factor": 0.1, "seed": 0,
+               "device": "auto", "precision": "auto", "workers": 0, "channels_last": True, "limit": 0,
+               "augment": True, "imagenet": "", "max_objs": 32, "min_overlap": 0.3, "sigma_rule": "paper",
+               "radius_rule": "corrected", "wh_init": "mean", "wh_scale": 16.0, "cls_weight": 1.0,
+               "wh_weight": 0.1, "off_weight": 1.0}
+
+
 def test_checkpoints_published_before_the_nested_configs_still_match_the_paper_protocol():
-    """The committed fp16 checkpoints recorded augmentation as one flag and the loss weights flat, without α, β or
-    the augmentation strengths, and no neck init. They trained with today's defaults but for the neck (PyTorch's
-    init), so they match today's protocol with `neck_init="default"` (and would be restored, not retrained); with
-    today's bilinear neck, or any of the other knobs changed, they do not."""
+    """Checkpoints published before the nested configs recorded augmentation as one flag and the loss weights flat,
+    without α, β, the augmentation strengths or the neck init. They trained with today's defaults but for the neck
+    (PyTorch's init), so they match today's protocol with `neck_init="default"` (and would be restored, not
+    retrained); with today's bilinear neck, or any of the other knobs changed, they do not."""
     from crackcore.study.experiment import get_profile, train_config
 
-    old_form = [p for p in sorted((ROOT / "results" / "checkpoints").glob("*-seed0.fp16.pt"))
-                if "augmentation" not in load_checkpoint(p)["config"]]
-    if not old_form:  # all retrained since with today's nested records: the old form lives in git history
-        pytest.skip("no published checkpoint of the flat form is left")
-    published = old_form[0]
-    old = load_checkpoint(published)["config"]
-    assert old["augment"] is True and "alpha" not in old and "neck_init" not in old  # the flat form of then
+    old, published = FLAT_RECORD, "modified-seed0.fp16.pt"
     today = train_config(get_profile("paper"), old["variant"], 0)
     with pytest.raises(config_mod.ConfigMismatch, match="neck_init"):  # retrained with the validated neck start
         config_mod.check_same({"config": old}, config_mod.recorded_config(today), published)

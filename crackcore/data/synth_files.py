@@ -5,6 +5,7 @@ What each image looks like is `crackcore.data.synth`'s business; this module onl
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -46,6 +47,14 @@ def write_dataset(out_dir, cfg: SynthConfig = SynthConfig(), progress: bool = Tr
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "DATACARD.md").write_text(datacard(cfg, summary))
     return summary
+
+
+def image_index(name) -> int:
+    """The sample index in a file name that `write_dataset` wrote (`<split>_<index>.png`); ValueError otherwise."""
+    named = re.fullmatch(r"(?:.*[/\\])?[a-z_]+_(\d+)\.png", str(name))
+    if not named:
+        raise ValueError(f"not a synthetic image file name (<split>_<index>.png): {name}")
+    return int(named.group(1))
 
 
 def datacard(cfg: SynthConfig, summary: dict) -> str:

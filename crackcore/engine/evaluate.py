@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..data.annotations import load_records
 from ..data.dataset import CrackDataset
-from ..decode import PAPER, DecodeConfig
+from ..decode import PAPER, WIDE_POOL, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..inference.routes import detect
 from ..metrics import voc_ap
@@ -73,6 +73,11 @@ def background_table(max_scores: np.ndarray, threshold: float = PAPER.threshold)
             "threshold": threshold}
 
 
+def wide_pool_key(split: str) -> str:
+    """The diagnosis key of `split` decoded with the WIDE_POOL window (§IV-C's decoder otherwise unchanged)."""
+    return f"{split}_pool{WIDE_POOL}"
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Table I's AP (VOC2007 11-point and all-point) and Table II on the background split; writes `cfg.out`."""
     device = pick_device(cfg.device)
@@ -96,6 +101,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                              for r, p, t in zip(records, preds, targets)
                              for sc in [model.input_size / max(r.width, r.height)]]}
     metrics["diagnosis"] = {cfg.split: decompose(model, records, cfg.batch_size, cfg.decoding, precision)}
+    if model.stride == 1 and cfg.decoding.pool != WIDE_POOL:  # at stride 4, §IV-C's 3 × 3 already spans 12 pixels
+        metrics["diagnosis"][wide_pool_key(cfg.split)] = decompose(
+            model, records, cfg.batch_size, replace(cfg.decoding, pool=WIDE_POOL), precision)
     if cfg.train_split:
         train_records = load_records(cfg.data, cfg.train_split)[:cfg.limit or None]
         metrics["diagnosis"][cfg.train_split] = decompose(model, train_records, cfg.batch_size, cfg.decoding,

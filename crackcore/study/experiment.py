@@ -19,11 +19,11 @@ import torch
 from ..data import synth, synth_crack, synth_files, synth_surface
 from ..data.synth import SynthConfig
 from ..data.synth_files import write_dataset
-from ..engine.evaluate import EvalConfig, evaluate
+from ..engine.evaluate import EvalConfig, evaluate, wide_pool_key
 from ..engine.config import ConfigMismatch, TrainConfig, comparable, recorded_config
 from ..engine.train import train
 from ..flags import with_flags
-from ..models import VARIANTS
+from ..models import STRIDE, VARIANTS
 from ..paper import PAPER_SPLITS
 from ..storage import ROOT, file_sha256, load_checkpoint, portable_path, save_checkpoint, save_json
 
@@ -192,8 +192,10 @@ def ensure_evaluated(profile: Profile, variant: str, seed: int = 0, progress: bo
 
 
 def _complete(m: dict) -> bool:
-    # metrics from before the diagnosis, or before its box-NMS columns, are redone
-    return "ap07_box_nms_0.5" in m.get("diagnosis", {}).get("test", {})
+    # metrics from before the diagnosis, its box-NMS columns, or (stride 1) its wide-window decode are redone
+    d = m.get("diagnosis", {})
+    return ("ap07_box_nms_0.5" in d.get("test", {})
+            and (STRIDE.get(m.get("variant"), 1) != 1 or wide_pool_key("test") in d))
 
 
 def _finished_before(m: dict, profile: Profile, variant: str, seed: int, pixels: str) -> bool:

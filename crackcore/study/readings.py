@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from ..data.annotations import load_records, write_coco
-from ..decode import DecodeConfig
+from ..decode import WIDE_POOL, DecodeConfig
 from ..device import pick_precision
 from ..engine.config import comparable, recorded_config
 from ..engine.diagnose import decompose, peak_phase
@@ -94,7 +94,6 @@ READINGS = {
     "label-ellipse": {"label_shape": "ellipse"},  # not the paper's label: a Gaussian stretched along the box
     "neck-bilinear": {"neck_init": "bilinear"},  # the deconvolutions start as bilinear upsampling (the default since)
 }
-WIDE_POOL = 9  # the stride-1 peak window chosen on the validation split (reading-pool.json), reported beside §IV-C's
 
 
 def _fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs: int = 0, lr_drop_epoch: int = 0,
