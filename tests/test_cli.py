@@ -13,7 +13,7 @@ from torch import nn
 from crackcore.cli import main
 from crackcore.data.annotations import load_records
 from crackcore.decode import DecodeConfig
-from crackcore.inference.predict import PredictConfig, predict_image, predict_images, tile_origins
+from crackcore.inference.predict import PredictConfig, predict_image, predict_images
 from crackcore.inference.routes import build_route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,13 +184,6 @@ class DarkSpotDetector(nn.Module):
         dark = 1 - nn.functional.avg_pool2d(x.mean(1, keepdim=True), 9, 1, 4, count_include_pad=False)  # (B, 1, H, W)
         logits = (dark - 0.5) * 40
         return {"hm": logits, "wh": torch.full_like(x[:, :2], 12.0)}
-
-
-def test_tile_origins_cover_the_image():
-    assert tile_origins(80, 80, 16) == [0]
-    assert tile_origins(50, 80, 16) == [0]
-    o = tile_origins(300, 80, 16)
-    assert o[0] == 0 and o[-1] == 220 and all(b - a <= 64 for a, b in zip(o, o[1:]))
 
 
 def test_predict_large_image_finds_planted_crack_in_image_coordinates():

@@ -1,4 +1,4 @@
-"""Inspecting users' photographs: tiling of large images, padding of small ones, JSON/CSV/PNG outputs.
+"""Inspecting users' photographs: any size (tiled by `tiling`), JSON/CSV/PNG outputs.
 
 A bad input never costs a good result: an unreadable file is listed under `errors` in predictions.json and
 every readable one is still predicted and written.
@@ -13,14 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import nms
 from tqdm import tqdm
 
-from ..data.images import IMAGE_SUFFIXES, DataError, read_image, rescale, to_input
+from ..data.images import IMAGE_SUFFIXES, DataError, read_image, rescale
 from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..storage import load_model, save_json
 from .route import Route
+from .tiling import merge_tiles, tiles
 from .routes import CALIBRATED, auto_route, build_route, detect
 
 
@@ -33,12 +33,18 @@ class PredictConfig:
     decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou, --pool
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
+    join_edge: float = 0.0  # > 0: pieces of one crack cut by neighbouring tiles' borders (within this many px) join
     batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
     route: str = "auto"  # an inference.routes route: auto = the fastest needing no calibration; or fp32, int8, ...
     calib: int = 64  # tiles from the first images that calibrate the int8 routes
     annotate: bool = True  # also write annotated PNGs
+
+    def __post_init__(self):
+        if self.overlap < 0 or not 0.0 < self.merge_iou <= 1.0 or self.join_edge < 0:
+            raise ValueError(f"need overlap >= 0, 0 < merge_iou <= 1 and join_edge >= 0; got overlap={self.overlap}, "
+                             f"merge_iou={self.merge_iou}, join_edge={self.join_edge}")
 
 
 def list_images(inputs) -> list[Path]:
@@ -59,57 +65,6 @@ def list_images(inputs) -> list[Path]:
     return files
 
 
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering [0, length): evenly stepped, the last one flush with the far edge."""
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
-
-
-def owned_spans(origins: list[int], tile: int, length: int) -> list[tuple[float, float]]:
-    """The part of each tile that owns detection centres: overlaps are split down the middle."""
-    cuts = [0.0] + [(b + a + tile) / 2 for a, b in zip(origins, origins[1:])] + [float(length)]  # not the padding
-    return list(zip(cuts, cuts[1:]))
-
-
-def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Cut an (H, W, 3) uint8 image into (T, 3, tile, tile) float tiles in [0, 1], padded where it is small.
-
-    Padding takes the image's mean colour, as training's letterbox does: black would look like a product edge.
-    """
-    H, W = image.shape[:2]
-    pad = np.empty((max(H, tile), max(W, tile), 3), np.uint8)
-    pad[:] = image.reshape(-1, 3).mean(0).round().astype(np.uint8)
-    pad[:H, :W] = image
-    origins = [(x, y) for y in tile_origins(H, tile, overlap) for x in tile_origins(W, tile, overlap)]
-    crops = np.stack([pad[y:y + tile, x:x + tile] for x, y in origins])  # (T, tile, tile, 3)
-    return to_input(crops), origins
-
-
-def merge_tiles(dets, origins, height: int, width: int, tile: int, cfg: PredictConfig) -> dict[str, torch.Tensor]:
-    """One image's detections in its own pixels from its tiles' (tile-pixel) detections."""
-    xs, ys = tile_origins(width, tile, cfg.overlap), tile_origins(height, tile, cfg.overlap)
-    own = {(x, y): (sx, sy) for x, sx in zip(xs, owned_spans(xs, tile, width))
-           for y, sy in zip(ys, owned_spans(ys, tile, height))}
-    boxes, scores = [], []
-    for d, (x, y) in zip(dets, origins):
-        b = d["boxes"] + torch.tensor([x, y, x, y], dtype=torch.float32)
-        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-        (x0, x1), (y0, y1) = own[(x, y)]
-        keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)  # each centre is reported by one tile only
-        boxes.append(b[keep])
-        scores.append(d["scores"][keep])
-    boxes, scores = torch.cat(boxes), torch.cat(scores)
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # padding of small images is not part of the photo
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-    if len(origins) > 1:  # peaks of one crack seen from two tiles, just either side of a seam
-        keep = nms(boxes, scores, cfg.merge_iou)
-        boxes, scores = boxes[keep], scores[keep]
-    return {"boxes": boxes, "scores": scores}
-
-
 def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
     """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images.
 
@@ -126,7 +81,7 @@ def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
             dets += detect(route, chunk, decoding=cfg.decoding, clip=False)[0]
         for i, image, t, origins, shape in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
-            det = merge_tiles(mine, origins, *shape, tile, cfg)
+            det = merge_tiles(mine, origins, *shape, tile, cfg.overlap, cfg.merge_iou, cfg.join_edge)
             sx, sy = shape[1] / image.shape[1], shape[0] / image.shape[0]  # the rounded resize, per axis
             det["boxes"] = det["boxes"] / torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
             yield i, image, det

@@ -1,0 +1,75 @@
+"""Photographs larger than a tile: how `predict` puts a long crack's pieces back together, decided on synthetic
+photographs drawn for this reading alone (another generator seed than the data set's, so never its test split).
+
+The model learned 80 × 80 patches; `predict` runs it on overlapping tiles of a photograph, and a crack longer than
+a tile comes back as one box per tile it crosses (`inference.tiling.join_fragments` explains the remedy).
+`join_reading` scores VOC2007 AP07 of `predict` on `n` photographs of `PHOTO_SIZE` px, one box per crack over its
+visible extent as the generator labels it, with each joining distance of `JOIN_EDGES` (0 = the pieces as they come).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.synth import SynthConfig, render
+from ..decode import WIDE_POOL, DecodeConfig
+from ..inference.predict import PredictConfig, checkpoint_scale, predict_images
+from ..inference.routes import build_route
+from ..metrics import voc_ap
+from ..storage import load_model, portable_path, provenance, save_json
+from .experiment import Profile, get_profile
+
+JOIN_EDGES = (0.0, 2.0, 4.0, 8.0, 12.0)  # px: how close to its tile's side a piece must reach to count as cut there
+PHOTO_SIZE = 320  # a 5 × 5 grid of 80-px tiles at predict's default overlap of 16 px
+PHOTO_SEED = 11  # the data set is drawn with seed 0; this seed draws other photographs
+
+
+def photos(n: int, seed: int = PHOTO_SEED, size: int = PHOTO_SIZE) -> list:
+    """`n` synthetic crack photographs of `size` px (the generator's test-split recipe, its own seed): samples with
+    .image (H, W, 3) uint8 and .boxes (M, 4) in pixels."""
+    cfg = dataclasses.replace(SynthConfig(), seed=seed, size=size, n_train=0, n_test=n, n_background=0, n_shift=0,
+                              n_shift_background=0)
+    return [render(cfg, "test", i) for i in range(n)]
+
+
+def join_reading(profile: Profile | str = "paper", variant: str = "modified_aff", n: int = 40,
+                 edges: tuple[float, ...] = JOIN_EDGES, pools: tuple[int, ...] = (3, WIDE_POOL),
+                 route: str = "fp32", progress: bool = True) -> dict:
+    """AP07 of `predict` on `n` large photographs for each joining distance and peak window, from the committed
+    seed-0 checkpoint of `variant`; the rule of `choose_join`, fixed before the run, picks `PredictConfig.join_edge`.
+    Written to results/metrics/reading-join.json."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    checkpoint = profile.results / "checkpoints" / f"{variant}-seed0.fp16.pt"
+    model, ckpt = load_model(checkpoint)
+    runner, scale = build_route(route, model), checkpoint_scale(ckpt, variant)
+    samples = photos(n)
+    targets = [{"boxes": torch.as_tensor(s.boxes, dtype=torch.float32)} for s in samples]
+    t0, by_pool = time.perf_counter(), {}
+    for pool in pools:
+        by_pool[str(pool)] = {}
+        for edge in tqdm(edges, desc=f"join reading, pool {pool}", disable=not progress):
+            cfg = PredictConfig(decoding=DecodeConfig(pool=pool), join_edge=edge)
+            preds = [d for _, _, d in predict_images(runner, [s.image for s in samples], cfg, scale)]
+            by_pool[str(pool)][f"{edge:g}"] = {
+                "ap07": 100 * voc_ap(preds, targets).ap, "ap_all": 100 * voc_ap(preds, targets, use_07_metric=False).ap,
+                "boxes_per_photo": float(np.mean([len(p["boxes"]) for p in preds]))}
+    result = {"name": "join", "variant": variant, "checkpoint": portable_path(checkpoint), "route": route,
+              "photos": n, "photo_size": PHOTO_SIZE, "photo_seed": PHOTO_SEED,
+              "cracks_per_photo": float(np.mean([len(s.boxes) for s in samples])), "by_pool": by_pool,
+              "choice": choose_join(by_pool["3"]), "seconds": time.perf_counter() - t0,
+              "provenance": provenance(next(model.parameters()).device, "fp32" if route == "fp32" else "bf16")}
+    save_json(profile.results_dir("metrics") / "reading-join.json", result)
+    return result
+
+
+def choose_join(by_edge: dict[str, dict], margin: float = 1.0) -> float:
+    """Rule fixed before the run: with §IV-C's 3 × 3 window (predict's default decoder), pieces stay as they come
+    (edge 0) unless another joining distance beats edge 0's AP07 by more than `margin`; then the best distance is
+    taken, the smallest of any tie. Joining never adds or removes a box's presence on a photograph, so Table II-like
+    clean shares cannot move and are not read."""
+    best = max(by_edge, key=lambda e: (by_edge[e]["ap07"], -float(e)))
+    return float(best) if by_edge[best]["ap07"] - by_edge["0"]["ap07"] > margin else 0.0

@@ -1,0 +1,130 @@
+"""Tiling a photograph: tile origins, ownership of centres, and a crack's pieces joined into one box, by hand."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crackcore.inference.predict import PredictConfig
+from crackcore.inference.tiling import join_fragments, merge_tiles, tile_origins
+
+T = 80  # the stride-1 models' tile
+
+
+def _join(boxes, origins, scores=None, edge=2.0):
+    b = torch.tensor(boxes, dtype=torch.float32)
+    s = torch.tensor(scores if scores is not None else [0.5] * len(boxes), dtype=torch.float32)
+    return join_fragments(b, s, torch.tensor(origins, dtype=torch.float32), T, edge)
+
+
+def test_tile_origins_cover_the_image():
+    assert tile_origins(80, 80, 16) == [0]
+    assert tile_origins(50, 80, 16) == [0]
+    o = tile_origins(300, 80, 16)
+    assert o[0] == 0 and o[-1] == 220 and all(b - a <= 64 for a, b in zip(o, o[1:]))
+    with pytest.raises(ValueError, match="overlap"):
+        tile_origins(300, 80, 80)  # tiles that overlap by a whole tile never advance
+
+
+def test_pieces_cut_by_facing_borders_are_one_crack():
+    # tiles at x = 0 and x = 64; a horizontal crack y 30–35 from x = 10 to x = 140
+    b, s = _join([[10, 30, 80, 34], [64, 31, 140, 35]], [[0, 0], [64, 0]], scores=[0.3, 0.6])
+    assert b.tolist() == [[10, 30, 140, 35]] and s.tolist() == pytest.approx([0.6])
+
+
+def test_a_piece_that_ends_inside_its_tile_is_not_joined():
+    # the left piece ends at x = 70, 10 px short of its tile's right side: the crack ends there
+    b, _ = _join([[10, 30, 70, 34], [64, 31, 140, 35]], [[0, 0], [64, 0]])
+    assert len(b) == 2
+
+
+def test_pieces_of_one_tile_or_far_apart_are_not_joined():
+    b, _ = _join([[10, 30, 80, 34], [0, 60, 80, 64]], [[0, 0], [0, 0]])  # one tile: the decoder's business
+    assert len(b) == 2
+    # tiles stacked vertically, both pieces cut by the seam, but 20 px apart along it: two cracks
+    b, _ = _join([[10, 20, 14, 80], [34, 64, 38, 140]], [[0, 0], [0, 64]])
+    assert len(b) == 2
+    # a gap of 2 px along the seam is within edge = 2; 3 px is not
+    assert len(_join([[10, 20, 14, 80], [16, 64, 20, 140]], [[0, 0], [0, 64]])[0]) == 1
+    assert len(_join([[10, 20, 14, 80], [17, 64, 21, 140]], [[0, 0], [0, 64]])[0]) == 2
+
+
+def test_a_diagonal_crack_joins_across_corner_tiles_and_chains_transitively():
+    # tiles (0,0), (64,64), (128,128): a diagonal crack from (20,20) to (200,200), one piece per tile
+    pieces = [[20, 20, 80, 80], [64, 64, 144, 144], [128, 128, 200, 200]]
+    b, s = _join(pieces, [[0, 0], [64, 64], [128, 128]], scores=[0.2, 0.4, 0.3])
+    assert b.tolist() == [[20, 20, 200, 200]] and s.tolist() == pytest.approx([0.4])
+    # the corner pieces must reach both facing sides: one reaching only the right side stays apart
+    b, _ = _join([[20, 20, 80, 70], [64, 64, 144, 144]], [[0, 0], [64, 64]])
+    assert len(b) == 2
+
+
+def test_edge_zero_leaves_every_box_and_joined_boxes_come_best_first():
+    boxes = [[10, 30, 80, 34], [64, 31, 140, 35], [100, 0, 110, 10]]
+    b, s = _join(boxes, [[0, 0], [64, 0], [64, 0]], scores=[0.2, 0.3, 0.9], edge=0.0)
+    assert b.tolist() == boxes and s.tolist() == pytest.approx([0.2, 0.3, 0.9])
+    b, s = _join(boxes, [[0, 0], [64, 0], [64, 0]], scores=[0.2, 0.3, 0.9])
+    assert s.tolist() == pytest.approx([0.9, 0.3]) and b.tolist() == [[100, 0, 110, 10], [10, 30, 140, 35]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 79), st.integers(0, 79),
+                          st.integers(1, 80), st.integers(1, 80)), min_size=1, max_size=12))
+def test_joining_only_unites_boxes(pieces):
+    """Whatever the pieces: never more boxes out than in, every piece inside the box it joined, scores kept."""
+    origins = [[64 * i, 64 * j] for i, j, *_ in pieces]
+    boxes = [[ox + x, oy + y, ox + min(x + w, 80), oy + min(y + h, 80)] for (ox, oy), (_, _, x, y, w, h)
+             in zip(origins, pieces)]
+    scores = list(np.linspace(0.9, 0.1, len(boxes)))
+    b, s = _join(boxes, origins, scores)
+    assert 1 <= len(b) <= len(boxes) and (s[:-1] >= s[1:]).all()
+    assert set(np.round(s.numpy(), 5)) <= set(np.round(np.float32(scores), 5))
+    for piece in torch.tensor(boxes, dtype=torch.float32):
+        inside = (b[:, :2] <= piece[:2]).all(1) & (b[:, 2:] >= piece[2:]).all(1)
+        assert inside.any()
+
+
+def test_merge_tiles_joins_a_crack_cut_by_a_seam_in_image_pixels():
+    # a 144 × 80 image in two tiles (x = 0, 64); each tile boxes its piece of one horizontal crack, in tile pixels
+    dets = [{"boxes": torch.tensor([[10.0, 30, 80, 34]]), "scores": torch.tensor([0.4])},
+            {"boxes": torch.tensor([[0.0, 31, 76, 35]]), "scores": torch.tensor([0.5])}]
+    apart = merge_tiles(dets, [(0, 0), (64, 0)], 80, 144, T, overlap=16, merge_iou=0.5)
+    assert apart["boxes"].tolist() == [[64, 31, 140, 35], [10, 30, 80, 34]]  # IoU 0.09: NMS keeps both, best first
+    joined = merge_tiles(dets, [(0, 0), (64, 0)], 80, 144, T, overlap=16, merge_iou=0.5, join_edge=2.0)
+    assert joined["boxes"].tolist() == [[10, 30, 140, 35]] and joined["scores"].tolist() == pytest.approx([0.5])
+
+
+def test_predict_config_refuses_impossible_tiling():
+    for bad in ({"overlap": -1}, {"merge_iou": 0.0}, {"join_edge": -1.0}):
+        with pytest.raises(ValueError, match="overlap >= 0"):
+            PredictConfig(**bad)
+
+
+def test_join_rule_keeps_the_pieces_unless_joining_wins_by_more_than_one_point():
+    from crackcore.study.large_photos import choose_join
+
+    ap = lambda *v: {e: {"ap07": a} for e, a in zip(("0", "2", "4", "8"), v)}  # noqa: E731
+    assert choose_join(ap(30.0, 31.0, 30.5, 29.0)) == 0.0  # +1.0 is not more than 1.0
+    assert choose_join(ap(30.0, 35.0, 40.0, 40.0)) == 4.0  # the best; of a tie, the smaller distance
+    assert choose_join(ap(30.0, 20.0, 10.0, 5.0)) == 0.0
+
+
+def test_join_reading_scores_predict_on_large_photographs(tmp_path):
+    """Two 320-px photographs, two distances, the committed modified_aff model: the reading's shape and its AP."""
+    import shutil
+
+    import crackcore.study.experiment as ex
+    import crackcore.study.large_photos as lp
+    from crackcore.storage import ROOT
+
+    profile = ex.Profile("t", 4, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results")
+    (profile.results_dir("checkpoints")).mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt", profile.results_dir("checkpoints"))
+    r = lp.join_reading(profile, n=2, edges=(0.0, 4.0), pools=(3,), progress=False)
+    assert set(r["by_pool"]["3"]) == {"0", "4"} and r["photos"] == 2 and r["choice"] in (0.0, 4.0)
+    joined, apart = r["by_pool"]["3"]["4"], r["by_pool"]["3"]["0"]
+    assert 0 <= apart["ap07"] <= 100 and 0 <= joined["ap07"] <= 100
+    assert joined["boxes_per_photo"] <= apart["boxes_per_photo"]  # joining only unites boxes
+    assert (profile.results / "metrics" / "reading-join.json").is_file()
+    photos = lp.photos(2)
+    assert photos[0].image.shape == (320, 320, 3) and all(len(p.boxes) >= 1 for p in photos)
