@@ -62,8 +62,10 @@ def test_predict_on_a_mosaic_finds_the_cracks_of_its_patches(tiny_data):
     ckpt = ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt"
     model, state = load_model(ckpt)
     records = (load_records(tiny_data, "train") + load_records(tiny_data, "test"))[:9]
-    # k=200: top-K must not bind, so that the peaks of each tile are all kept, as they are for each lone patch.
-    route, cfg = build_route("fp32", model), PredictConfig(decoding=DecodeConfig(k=200), overlap=0)
+    # k=200: top-K must not bind, so that the peaks of each tile are all kept, as they are for each lone patch;
+    # join_edge=0: pieces are compared as each patch gives them (joining them across patches is tests/test_tiling.py's)
+    route = build_route("fp32", model)
+    cfg = PredictConfig(decoding=DecodeConfig(k=200), overlap=0, join_edge=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # older checkpoints record no scale; trained on 80 px patches it is 1
         scale = checkpoint_scale(state, model.variant)

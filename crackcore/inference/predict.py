@@ -33,7 +33,7 @@ class PredictConfig:
     decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou, --pool
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
-    join_edge: float = 0.0  # > 0: pieces of one crack cut by neighbouring tiles' borders (within this many px) join
+    join_edge: float = 12.0  # pieces of a crack cut by neighbouring tiles' borders (within this many px) join; 0: no
     batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
@@ -65,12 +65,10 @@ def list_images(inputs) -> list[Path]:
     return files
 
 
-def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
-    """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images.
-
-    Each image is first resized by `scale`, the model's training scale (`data.training_scale`), so that cracks meet
-    the model at the size it learned; boxes come back in the image's own pixels.
-    """
+def tile_detections(route, images, cfg: PredictConfig, scale: float = 1.0):
+    """Yield (index, image, tiles' detections, tile origins, scaled shape) for an iterable of (H, W, 3) uint8
+    images: each image resized by `scale`, cut into tiles (batched across images) and decoded tile by tile (§IV-C),
+    boxes in tile pixels. `predict_images` merges them into one image's boxes."""
     tile = route.input_size
 
     def run(pending):
@@ -81,10 +79,7 @@ def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
             dets += detect(route, chunk, decoding=cfg.decoding, clip=False)[0]
         for i, image, t, origins, shape in pending:
             mine, dets = dets[:len(t)], dets[len(t):]
-            det = merge_tiles(mine, origins, *shape, tile, cfg.overlap, cfg.merge_iou, cfg.join_edge)
-            sx, sy = shape[1] / image.shape[1], shape[0] / image.shape[0]  # the rounded resize, per axis
-            det["boxes"] = det["boxes"] / torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
-            yield i, image, det
+            yield i, image, mine, origins, shape
 
     pending, n = [], 0
     for i, image in enumerate(images):
@@ -97,6 +92,24 @@ def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
             pending, n = [], 0
     if pending:
         yield from run(pending)
+
+
+def image_boxes(image: np.ndarray, dets, origins, shape, tile: int, cfg: PredictConfig) -> dict[str, torch.Tensor]:
+    """One image's detections in its own pixels from its tiles' detections (`tile_detections`)."""
+    det = merge_tiles(dets, origins, *shape, tile, cfg.overlap, cfg.merge_iou, cfg.join_edge)
+    sx, sy = shape[1] / image.shape[1], shape[0] / image.shape[0]  # the rounded resize, per axis
+    det["boxes"] = det["boxes"] / torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+    return det
+
+
+def predict_images(route, images, cfg: PredictConfig, scale: float = 1.0):
+    """Yield (index, image, detections) for an iterable of (H, W, 3) uint8 images, tiles batched across images.
+
+    Each image is first resized by `scale`, the model's training scale (`data.training_scale`), so that cracks meet
+    the model at the size it learned; boxes come back in the image's own pixels.
+    """
+    for i, image, dets, origins, shape in tile_detections(route, images, cfg, scale):
+        yield i, image, image_boxes(image, dets, origins, shape, route.input_size, cfg)
 
 
 def predict_image(route, image: np.ndarray, cfg: PredictConfig, scale: float = 1.0) -> dict[str, torch.Tensor]:

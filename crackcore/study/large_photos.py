@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..data.synth import SynthConfig, render
 from ..decode import WIDE_POOL, DecodeConfig
-from ..inference.predict import PredictConfig, checkpoint_scale, predict_images
+from ..inference.predict import PredictConfig, checkpoint_scale, image_boxes, tile_detections
 from ..inference.routes import build_route
 from ..metrics import voc_ap
 from ..storage import load_model, portable_path, provenance, save_json
@@ -49,11 +49,14 @@ def join_reading(profile: Profile | str = "paper", variant: str = "modified_aff"
     samples = photos(n)
     targets = [{"boxes": torch.as_tensor(s.boxes, dtype=torch.float32)} for s in samples]
     t0, by_pool = time.perf_counter(), {}
-    for pool in pools:
+    for pool in tqdm(pools, desc="join reading", disable=not progress):
         by_pool[str(pool)] = {}
-        for edge in tqdm(edges, desc=f"join reading, pool {pool}", disable=not progress):
-            cfg = PredictConfig(decoding=DecodeConfig(pool=pool), join_edge=edge)
-            preds = [d for _, _, d in predict_images(runner, [s.image for s in samples], cfg, scale)]
+        cfg = PredictConfig(decoding=DecodeConfig(pool=pool))
+        tiled = list(tile_detections(runner, [s.image for s in samples], cfg, scale))  # the model runs once per window
+        for edge in edges:
+            joined = dataclasses.replace(cfg, join_edge=edge)
+            preds = [image_boxes(image, dets, origins, shape, runner.input_size, joined)
+                     for _, image, dets, origins, shape in tiled]
             by_pool[str(pool)][f"{edge:g}"] = {
                 "ap07": 100 * voc_ap(preds, targets).ap, "ap_all": 100 * voc_ap(preds, targets, use_07_metric=False).ap,
                 "boxes_per_photo": float(np.mean([len(p["boxes"]) for p in preds]))}
