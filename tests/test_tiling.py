@@ -67,11 +67,41 @@ def test_edge_zero_leaves_every_box_and_joined_boxes_come_best_first():
     assert s.tolist() == pytest.approx([0.9, 0.3]) and b.tolist() == [[100, 0, 110, 10], [10, 30, 140, 35]]
 
 
-@settings(max_examples=60, deadline=None)
+def _brute_force_groups(boxes, origins, edge=2.0):
+    """The joining rule read literally, pair by pair in plain Python: the sets of piece indices joined together."""
+    def reaches(k, side):  # does piece k reach its own tile's side?
+        (x1, y1, x2, y2), (ox, oy) = boxes[k], origins[k]
+        return {"left": x1 <= ox + edge, "right": x2 >= ox + T - edge, "top": y1 <= oy + edge,
+                "bottom": y2 >= oy + T - edge}[side]
+
+    def joined(k, m):
+        dx, dy = origins[m][0] - origins[k][0], origins[m][1] - origins[k][1]
+        if (dx, dy) == (0, 0) or abs(dx) >= T or abs(dy) >= T:
+            return False
+        facing = ((dx == 0 or (reaches(k, "right") and reaches(m, "left") if dx > 0
+                               else reaches(k, "left") and reaches(m, "right")))
+                  and (dy == 0 or (reaches(k, "bottom") and reaches(m, "top") if dy > 0
+                                   else reaches(k, "top") and reaches(m, "bottom"))))
+        a, c = boxes[k], boxes[m]
+        return facing and max(a[0], c[0]) - min(a[2], c[2]) <= edge and max(a[1], c[1]) - min(a[3], c[3]) <= edge
+
+    groups = [{k} for k in range(len(boxes))]
+    for k in range(len(boxes)):
+        for m in range(len(boxes)):
+            if joined(k, m):
+                gk, gm = next(g for g in groups if k in g), next(g for g in groups if m in g)
+                if gk is not gm:
+                    groups.remove(gm)
+                    gk |= gm
+    return groups
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 79), st.integers(0, 79),
                           st.integers(1, 80), st.integers(1, 80)), min_size=1, max_size=12))
-def test_joining_only_unites_boxes(pieces):
-    """Whatever the pieces: never more boxes out than in, every piece inside the box it joined, scores kept."""
+def test_joining_only_unites_boxes_and_follows_the_rule_pair_by_pair(pieces):
+    """Whatever the pieces: never more boxes out than in, every piece inside the box it joined, scores kept, and
+    the groups those of the rule applied literally to every pair (tiles 64 px apart: neighbours overlap by 16)."""
     origins = [[64 * i, 64 * j] for i, j, *_ in pieces]
     boxes = [[ox + x, oy + y, ox + min(x + w, 80), oy + min(y + h, 80)] for (ox, oy), (_, _, x, y, w, h)
              in zip(origins, pieces)]
@@ -82,6 +112,9 @@ def test_joining_only_unites_boxes(pieces):
     for piece in torch.tensor(boxes, dtype=torch.float32):
         inside = (b[:, :2] <= piece[:2]).all(1) & (b[:, 2:] >= piece[2:]).all(1)
         assert inside.any()
+    expected = sorted([min(boxes[k][0] for k in g), min(boxes[k][1] for k in g), max(boxes[k][2] for k in g),
+                       max(boxes[k][3] for k in g)] for g in _brute_force_groups(boxes, origins))
+    assert sorted(b.tolist()) == expected
 
 
 def test_merge_tiles_joins_a_crack_cut_by_a_seam_in_image_pixels():

@@ -20,8 +20,8 @@ from ..decode import PAPER, DecodeConfig
 from ..device import pick_device, pick_precision
 from ..storage import load_model, save_json
 from .route import Route
-from .tiling import merge_tiles, tiles
 from .routes import CALIBRATED, auto_route, build_route, detect
+from .tiling import merge_tiles, tiles
 
 
 @dataclass(frozen=True)

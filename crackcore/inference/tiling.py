@@ -46,6 +46,13 @@ def tiles(image: np.ndarray, tile: int, overlap: int) -> tuple[torch.Tensor, lis
     return to_input(crops), origins
 
 
+def _overlapping(starts: list[int], tile: int) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """For each tile start along one axis, the later and the earlier starts whose tiles overlap it (at predict's
+    overlap, just the next and the previous one)."""
+    return ({a: [b for b in starts if a < b < a + tile] for a in starts},
+            {a: [b for b in starts if a - tile < b < a] for a in starts})
+
+
 def join_fragments(boxes: torch.Tensor, scores: torch.Tensor, origin: torch.Tensor, tile: int,
                    edge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One box per crack from its tiles' pieces: (N, 4) boxes and (N,) scores in image pixels, each from the tile at
@@ -59,16 +66,11 @@ def join_fragments(boxes: torch.Tensor, scores: torch.Tensor, origin: torch.Tens
     # which sides of its own tile each box reaches: (N,) each
     left, top = b[:, 0] <= o[:, 0] + edge, b[:, 1] <= o[:, 1] + edge
     right, bottom = b[:, 2] >= o[:, 0] + tile - edge, b[:, 3] >= o[:, 1] + tile - edge
-    dx = o[None, :, 0] - o[:, None, 0]  # (N, N): > 0 where j's tile lies right of i's
-    dy = o[None, :, 1] - o[:, None, 1]
-    neighbours = (dx.abs() < tile) & (dy.abs() < tile) & ((dx != 0) | (dy != 0))  # overlapping, other tiles
-    facing_x = torch.where(dx > 0, right[:, None] & left[None, :],
-                           torch.where(dx < 0, left[:, None] & right[None, :], torch.ones_like(neighbours)))
-    facing_y = torch.where(dy > 0, bottom[:, None] & top[None, :],
-                           torch.where(dy < 0, top[:, None] & bottom[None, :], torch.ones_like(neighbours)))
-    gap_x = torch.maximum(b[:, None, 0], b[None, :, 0]) - torch.minimum(b[:, None, 2], b[None, :, 2])  # < 0: overlap
-    gap_y = torch.maximum(b[:, None, 1], b[None, :, 1]) - torch.minimum(b[:, None, 3], b[None, :, 3])
-    join = neighbours & facing_x & facing_y & (gap_x <= edge) & (gap_y <= edge)
+    members: dict[tuple[int, int], list[int]] = {}
+    for i, (x, y) in enumerate(origin.long().tolist()):
+        members.setdefault((x, y), []).append(i)
+    later_x, _ = _overlapping(sorted({x for x, _ in members}), tile)
+    later_y, earlier_y = _overlapping(sorted({y for _, y in members}), tile)
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -77,8 +79,23 @@ def join_fragments(boxes: torch.Tensor, scores: torch.Tensor, origin: torch.Tens
             i = parent[i]
         return i
 
-    for i, j in join.nonzero().tolist():
-        parent[root(i)] = root(j)
+    for (x, y), mine in members.items():
+        # each unordered pair of overlapping tiles once: from the left one, or from the upper one of a column
+        pairs = [(x2, y2) for x2 in later_x[x] for y2 in (*earlier_y[y], y, *later_y[y])]
+        pairs += [(x, y2) for y2 in later_y[y]]
+        for other in pairs:
+            theirs = members.get(other)
+            if not theirs:
+                continue
+            i, j = torch.tensor(mine)[:, None], torch.tensor(theirs)[None, :]  # (m, 1), (1, k)
+            dx, dy = other[0] - x, other[1] - y  # dx ≥ 0; dy of any sign
+            facing_x = (right[i] & left[j]) if dx > 0 else torch.ones(len(mine), len(theirs), dtype=torch.bool)
+            facing_y = ((bottom[i] & top[j]) if dy > 0 else (top[i] & bottom[j]) if dy < 0
+                        else torch.ones(len(mine), len(theirs), dtype=torch.bool))
+            gap_x = torch.maximum(b[i, 0], b[j, 0]) - torch.minimum(b[i, 2], b[j, 2])  # (m, k); < 0: overlap
+            gap_y = torch.maximum(b[i, 1], b[j, 1]) - torch.minimum(b[i, 3], b[j, 3])
+            for p, q in (facing_x & facing_y & (gap_x <= edge) & (gap_y <= edge)).nonzero().tolist():
+                parent[root(mine[p])] = root(theirs[q])
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(root(i), []).append(i)
