@@ -102,7 +102,7 @@ pool-reading: setup
 neck-reading: setup
 	$(PY) -c "from crackcore.study.readings import neck_reading; r = neck_reading(); print(r['choice'])"
 
-# How `predict` joins a long crack's pieces from neighbouring tiles, on 40 large synthetic photographs (~5 min).
+# How `predict` joins a long crack's pieces from neighbouring tiles, on 40 + 40 large synthetic photographs (~10 min).
 join-reading: setup
 	$(PY) -c "from crackcore.study.large_photos import join_reading; r = join_reading(); print(r['choice'])"
 

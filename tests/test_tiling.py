@@ -133,13 +133,24 @@ def test_predict_config_refuses_impossible_tiling():
             PredictConfig(**bad)
 
 
-def test_join_rule_keeps_the_pieces_unless_joining_wins_by_more_than_one_point():
+def test_join_rule_takes_the_shortest_reach_within_one_point_of_the_best_mean_over_the_sets():
     from crackcore.study.large_photos import choose_join
 
     ap = lambda *v: {e: {"ap07": a} for e, a in zip(("0", "2", "4", "8"), v)}  # noqa: E731
-    assert choose_join(ap(30.0, 31.0, 30.5, 29.0)) == 0.0  # +1.0 is not more than 1.0
-    assert choose_join(ap(30.0, 35.0, 40.0, 40.0)) == 4.0  # the best; of a tie, the smaller distance
-    assert choose_join(ap(30.0, 20.0, 10.0, 5.0)) == 0.0
+    # means over the two sets, by hand: 30, 31, 30.5, 29 -> 0 is within 1.0 of the best (31)
+    assert choose_join({"usual": ap(30.0, 32.0, 31.0, 28.0), "dense": ap(30.0, 30.0, 30.0, 30.0)}) == 0.0
+    # means 20, 30, 38, 39.5 -> 4 (38) is 1.5 short of 8's 39.5, so 8
+    assert choose_join({"usual": ap(10.0, 30.0, 40.0, 45.0), "dense": ap(30.0, 30.0, 36.0, 34.0)}) == 8.0
+    # the dense set's wrong joins outweigh the usual set's gain: means 30, 29, 25, 20 -> 0
+    assert choose_join({"usual": ap(10.0, 20.0, 25.0, 30.0), "dense": ap(50.0, 38.0, 25.0, 10.0)}) == 0.0
+    # one set alone: the shortest reach within a point of its best
+    assert choose_join({"usual": ap(30.0, 39.5, 40.0, 40.0)}) == 2.0
+
+
+def test_dense_photographs_carry_the_asked_number_of_cracks():
+    from crackcore.study.large_photos import photos
+
+    assert [len(p.boxes) for p in photos(2, cracks=4)] == [4, 4]
 
 
 def test_join_reading_scores_predict_on_large_photographs(tmp_path):
@@ -153,11 +164,14 @@ def test_join_reading_scores_predict_on_large_photographs(tmp_path):
     profile = ex.Profile("t", 4, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results")
     (profile.results_dir("checkpoints")).mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "results" / "checkpoints" / "modified_aff-seed0.fp16.pt", profile.results_dir("checkpoints"))
-    r = lp.join_reading(profile, n=2, edges=(0.0, 4.0), pools=(3,), progress=False)
-    assert set(r["by_pool"]["3"]) == {"0", "4"} and r["photos"] == 2 and r["choice"] in (0.0, 4.0)
-    joined, apart = r["by_pool"]["3"]["4"], r["by_pool"]["3"]["0"]
-    assert 0 <= apart["ap07"] <= 100 and 0 <= joined["ap07"] <= 100
-    assert joined["boxes_per_photo"] <= apart["boxes_per_photo"]  # joining only unites boxes
+    r = lp.join_reading(profile, n=2, edges=(0.0, 4.0), pools=(3,), sets={"usual": None, "dense": 3},
+                        progress=False)
+    assert set(r["by_set"]) == {"usual", "dense"} and r["cracks_per_photo"]["dense"] == 3.0
+    assert set(r["by_set"]["dense"]["3"]) == {"0", "4"} and r["photos"] == 2 and r["choice"] in (0.0, 4.0)
+    for by_edge in r["by_set"].values():
+        joined, apart = by_edge["3"]["4"], by_edge["3"]["0"]
+        assert 0 <= apart["ap07"] <= 100 and 0 <= joined["ap07"] <= 100
+        assert joined["boxes_per_photo"] <= apart["boxes_per_photo"]  # joining only unites boxes
     assert (profile.results / "metrics" / "reading-join.json").is_file()
     photos = lp.photos(2)
     assert photos[0].image.shape == (320, 320, 3) and all(len(p.boxes) >= 1 for p in photos)
