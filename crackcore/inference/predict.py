@@ -33,7 +33,7 @@ class PredictConfig:
     decoding: DecodeConfig = PAPER  # §IV-C's decoder, per tile: --k, --threshold, --nms-iou, --pool
     overlap: int = 16  # pixels shared by neighbouring tiles, so a crack cut by one tile is whole in the next
     merge_iou: float = 0.5  # duplicates of one crack from overlapping tiles are merged above this IoU
-    join_edge: float = 12.0  # pieces of a crack cut by neighbouring tiles' borders (within this many px) join; 0: no
+    join_edge: float = 16.0  # pieces of a crack cut by neighbouring tiles' borders (within this many px) join; 0: no
     batch_size: int = 64  # tiles per forward pass, gathered across images
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32 (the precision of the auto route)
