@@ -151,6 +151,9 @@ def test_dense_photographs_carry_the_asked_number_of_cracks():
     from crackcore.study.large_photos import photos
 
     assert [len(p.boxes) for p in photos(2, cracks=4)] == [4, 4]
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="cracks per photograph"):
+            photos(1, cracks=bad)
 
 
 def test_join_reading_scores_predict_on_large_photographs(tmp_path):
