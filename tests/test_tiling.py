@@ -151,7 +151,8 @@ def test_dense_photographs_carry_the_asked_number_of_cracks():
     from crackcore.study.large_photos import photos
 
     assert [len(p.boxes) for p in photos(2, cracks=4)] == [4, 4]
-    for bad in (0, 2.5):
+    assert [len(p.boxes) for p in photos(1, cracks=np.int64(2))] == [2]  # a count taken from numpy
+    for bad in (0, 2.5, True, np.int64(0)):
         with pytest.raises(ValueError, match="cracks per photograph"):
             photos(1, cracks=bad)
 

@@ -11,6 +11,7 @@ cracks on every photograph, where a wide joining distance unites pieces of diffe
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 
 import numpy as np
@@ -35,8 +36,10 @@ PHOTO_SETS = {"usual": None, "dense": DENSE_CRACKS}  # cracks per photograph (No
 def photos(n: int, seed: int = PHOTO_SEED, size: int = PHOTO_SIZE, cracks: int | None = None) -> list:
     """`n` synthetic crack photographs of `size` px (the generator's test-split recipe, its own seed; `cracks` on
     each when given): samples with .image (H, W, 3) uint8 and .boxes (M, 4) in pixels."""
-    if cracks is not None and not (isinstance(cracks, int) and cracks >= 1):
+    whole = isinstance(cracks, numbers.Integral) and not isinstance(cracks, bool)  # numpy integers too
+    if cracks is not None and not (whole and cracks >= 1):
         raise ValueError(f"cracks per photograph must be a whole number ≥ 1 (or None), got {cracks!r}")
+    cracks = None if cracks is None else int(cracks)
     counts = SynthConfig().crack_count_weights if cracks is None else (0.0,) * (cracks - 1) + (1.0,)
     cfg = dataclasses.replace(SynthConfig(), seed=seed, size=size, n_train=0, n_test=n, n_background=0, n_shift=0,
                               n_shift_background=0, crack_count_weights=counts)
