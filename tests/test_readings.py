@@ -97,6 +97,7 @@ def test_pool_reading_decodes_the_fit_split_model_of_the_same_settings_with_each
 
 @pytest.mark.slow
 def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile):
+    from crackcore.storage import load_checkpoint
     from crackcore.study import plots
     from crackcore.study.tables import budget_table
 
@@ -111,6 +112,41 @@ def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile)
     table = budget_table(r)
     assert list(table.index) == [1, 2] and table.loc[2, "test AP07"] == r["budgets"]["2"]["ap07_test"]
     assert plots.budget_curve(table, 96.16, 97.96).axes[0].get_xlabel().startswith("epochs")
+
+    # a longer budget starts from the shorter one's checkpoint at its lr drop (epoch 2 ≤ its own drop at 3)
+    e2 = profile.runs / "budget" / "modified-seed0-e2"
+    assert (e2 / "DATA_FINGERPRINT").read_text().strip() == ex.ensure_data(profile, progress=False)
+    r = rd.budget_curve(profile, "modified", budgets=(4,), progress=False)
+    assert r["budgets"]["4"]["lr_drop_epoch"] == 3 and set(r["budgets"]) == {"1", "2", "4"}
+    e4 = load_checkpoint(profile.runs / "budget" / "modified-seed0-e4" / "model.pt")
+    assert e4["branched_from"]["epoch"] == 2 and e4["branched_from"]["path"].endswith("modified-seed0-e2/epoch2.pt")
+    assert len(e4["history"]) == 4
+
+
+def test_branch_point_takes_the_latest_kept_epoch_of_the_same_run_on_the_same_data(tmp_path):
+    """Siblings on other data, with other settings, or kept past an lr drop are never where a run starts."""
+    from crackcore.engine.config import recorded_config
+
+    def sibling(name, fp="px", kept=(), **kw):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "DATA_FINGERPRINT").write_text(fp + "\n")
+        (run / "config.json").write_text(json.dumps(recorded_config(TrainConfig(out=str(run), **kw))))
+        for e in kept:
+            (run / f"epoch{e}.pt").write_bytes(b"")  # only the names are read
+        return run
+
+    target = TrainConfig(out=str(tmp_path / "aff-seed0-e100"), epochs=100, lr_drop_epoch=80)
+    assert rd.branch_point(target, "px") is None
+    sibling("aff-seed0-e50", kept=(40,), epochs=50, lr_drop_epoch=40)
+    sibling("aff-seed0-e60", fp="other", kept=(48,), epochs=60, lr_drop_epoch=48)  # other data
+    sibling("aff-seed0-e70", kept=(56,), epochs=70, lr_drop_epoch=56, seed=1)  # other settings
+    sibling("aff-seed0-e200", kept=(160,), epochs=200, lr_drop_epoch=160)  # past the target's drop at 80
+    assert rd.branch_point(target, "px") == tmp_path / "aff-seed0-e50" / "epoch40.pt"
+    sibling("aff-seed0-e75", kept=(60,), epochs=75, lr_drop_epoch=60)
+    assert rd.branch_point(target, "px") == tmp_path / "aff-seed0-e75" / "epoch60.pt"
+    assert rd.branch_point(TrainConfig(out=str(tmp_path / "aff-seed0-e60"), epochs=60, lr_drop_epoch=48), "px") == \
+        tmp_path / "aff-seed0-e50" / "epoch40.pt"
 
 
 def test_neck_rule_needs_more_than_one_point_over_the_best_default_run():

@@ -92,6 +92,31 @@ def test_same_seed_same_weights_and_resume_is_exact(tiny_data, tmp_path, monkeyp
         train(cfg_for(tiny_data, tmp_path / "c", variant="modified_aff"), resume=True, progress=False)
 
 
+def test_a_longer_run_branched_from_a_shorter_one_ends_where_it_would_from_scratch(tiny_data, tmp_path):
+    """Two runs that differ only in length and lr drop are one run until the earlier drop: started from the shorter
+    run's checkpoint kept at its drop, the longer run ends with the very weights it reaches from scratch."""
+    short = cfg_for(tiny_data, tmp_path / "e2", epochs=2, lr_drop_epoch=1, limit=4)  # one step per epoch
+    train(short, progress=False, keep=(1,))
+    kept = tmp_path / "e2" / "epoch1.pt"
+    assert load_checkpoint(kept)["epoch"] == 1 and not (tmp_path / "e2" / "epoch2.pt").exists()
+    long = cfg_for(tiny_data, tmp_path / "e3", epochs=3, lr_drop_epoch=2, limit=4)
+    scratch = load_checkpoint(train(replace(long, out=str(tmp_path / "scratch")), progress=False) / "model.pt")
+    branched = load_checkpoint(train(long, progress=False, branch_from=kept) / "model.pt")
+    assert all(torch.equal(scratch["model"][k], branched["model"][k]) for k in scratch["model"])
+    assert [h["loss"] for h in branched["history"]] == [h["loss"] for h in scratch["history"]]
+    assert branched["branched_from"] == {"path": str(kept), "epoch": 1,
+                                         "sha256": hashlib.sha256(kept.read_bytes()).hexdigest()}
+    assert branched["config"]["epochs"] == 3 and "branched_from" not in scratch
+    assert len((tmp_path / "e3" / "history.jsonl").read_text().splitlines()) == 3  # the shared epoch included
+
+    # refused: a checkpoint past the shorter run's drop, and one of other settings
+    with pytest.raises(config_mod.ConfigMismatch, match="holds epoch 2, past epoch 1"):
+        train(replace(long, out=str(tmp_path / "x")), progress=False, branch_from=tmp_path / "e2" / "last.pt")
+    with pytest.raises(config_mod.ConfigMismatch, match=r"\(seed\)"):
+        train(replace(long, out=str(tmp_path / "y"), seed=4), progress=False, branch_from=kept)
+    assert not (tmp_path / "x" / "last.pt").exists() and not (tmp_path / "y" / "last.pt").exists()
+
+
 def test_checkpoint_contents(tiny_data, tmp_path):
     out = train(cfg_for(tiny_data, tmp_path / "r", epochs=1), progress=False)
     state = torch.load(out / "last.pt", weights_only=True)

@@ -99,3 +99,21 @@ def check_same(state: dict, asked: dict, path: Path) -> None:
     if have != want:
         diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
+
+
+# What two runs may differ in and still be one run up to the earlier of their lr drops: every epoch seeds its own
+# shuffling and augmentation from (seed, epoch), and the learning rate is the same until either run drops it.
+BRANCH_FIELDS = ("out", "epochs", "lr_drop_epoch")
+
+
+def check_branch(state: dict, asked: dict, path: Path) -> None:
+    """Refuse to start the run `asked` from checkpoint `state` unless it is that run's own state (§IV-B's schedule):
+    the same settings but length and lr drop, and an epoch no later than either run's drop or the asked length."""
+    have, want = ({k: v for k, v in comparable(r).items() if k not in BRANCH_FIELDS} for r in (state["config"], asked))
+    if have != want:
+        diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
+        raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); it cannot start this run")
+    epoch, last = state["epoch"], min(state["config"]["lr_drop_epoch"], asked["lr_drop_epoch"], asked["epochs"])
+    if epoch > last:
+        raise ConfigMismatch(f"{path} holds epoch {epoch}, past epoch {last} where the two runs' learning rates or "
+                             f"lengths part; it cannot start this run")

@@ -4,11 +4,14 @@ A run lives in one folder: `last.pt` (written atomically after every epoch), `hi
 `model.pt` (the final fp32 weights) and `config.json`. Every epoch seeds its own shuffling and augmentation from
 (seed, epoch), so a run resumed from any epoch's checkpoint ends with the same weights as one never stopped.
 A run started with `init` fine-tunes another crackcore checkpoint of the same variant; its checkpoints and
-`parent.json` record that parent (path, SHA-256, variant, epoch, config).
+`parent.json` record that parent (path, SHA-256, variant, epoch, config). For the same reason two runs that differ
+only in length and lr drop are one run until the earlier drop: a longer run may start from the shorter one's
+checkpoint kept at that epoch (`branch_from`, `keep`), and records it as `branched_from`.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 import warnings
@@ -31,7 +34,7 @@ from ..losses import LossConfig, centernet_loss
 from ..models import INPUT_SIZE, STRIDE, build_model
 from ..storage import (CheckpointError, atomic_write, file_sha256, load_checkpoint, portable_path, provenance,
                        save_checkpoint)
-from .config import PATH_FIELDS, TrainConfig, check_same, recorded_config
+from .config import PATH_FIELDS, TrainConfig, check_branch, check_same, recorded_config
 
 
 def collate(batch, *, output_size: tuple[int, int], stride: int, labels: LabelConfig
@@ -145,11 +148,14 @@ class _Interrupt:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: int = 0, world: int = 1,
-          record_config: TrainConfig | None = None) -> Path:
+          record_config: TrainConfig | None = None, branch_from: Path | None = None,
+          keep: tuple[int, ...] = ()) -> Path:
     """Train one Table I variant per `cfg`; returns the run folder. `resume` continues (or skips) a matching run.
 
     Under torchrun each process gets `cfg` with its share of the batch, and `record_config` is what the user asked
-    for: that is what checkpoints record and resumption compares against.
+    for: that is what checkpoints record and resumption compares against. A run with no checkpoint of its own starts
+    from `branch_from`, a checkpoint of the same run up to its epoch (`check_branch`); the checkpoints of the epochs
+    in `keep` stay beside `last.pt` as `epoch<N>.pt`.
     """
     out = Path(cfg.out)
     asked = recorded_config(record_config or cfg)
@@ -166,8 +172,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
     start, history = 0, []
     # The parent is read only when the run starts fresh: a resumed run continues its own weights, its parent's
     # record comes from its checkpoint, and the parent file need not exist any more.
-    weights = parent = None
-    if cfg.init and not ckpt_path.exists():
+    weights = parent = branched = None
+    if cfg.init and not ckpt_path.exists() and branch_from is None:
         weights, parent = load_parent(cfg)
     seed_everything(cfg.seed)
     records = load_records(cfg.data, "train")
@@ -185,8 +191,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history, parent = state["epoch"], list(state.get("history", [])), state.get("parent")
+        branched = state.get("branched_from")
         if start >= cfg.epochs:
             return out
+    elif branch_from is not None:
+        state = load_checkpoint(branch_from, cfg.variant)
+        check_branch(state, asked, Path(branch_from))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history, parent = state["epoch"], list(state.get("history", [])), state.get("parent")
+        branched = {"path": portable_path(branch_from), "sha256": file_sha256(branch_from), "epoch": start}
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if rank == 0:
@@ -195,6 +209,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
         if parent is not None:
             (out / "parent.json").write_text(json.dumps(parent, indent=2) + "\n")
     lineage = {} if parent is None else {"parent": parent}  # runs from scratch keep their checkpoints' keys
+    if branched is not None:
+        lineage["branched_from"] = branched
     info = provenance(device, precision)
     geometry = {"input_size": INPUT_SIZE[cfg.variant], "scale": training_scale(records, INPUT_SIZE[cfg.variant])}
     with _Interrupt() as stop:
@@ -211,6 +227,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, rank: i
                                             "epoch": epoch + 1, "variant": cfg.variant, "config": asked, "geometry": geometry,
                                             "provenance": info, "history": history + [stats], **lineage})
                 history.append(stats)
+                if epoch + 1 in keep:
+                    atomic_write(out / f"epoch{epoch + 1}.pt", lambda tmp: shutil.copyfile(ckpt_path, tmp))
                 # rewritten whole from the checkpoint's copy: a kill between the two writes loses or repeats nothing
                 atomic_write(out / "history.jsonl", lambda tmp: Path(tmp).write_text(
                     "".join(json.dumps(h) + "\n" for h in history)))

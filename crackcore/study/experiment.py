@@ -118,18 +118,13 @@ def ensure_trained(profile: Profile, variant: str, seed: int = 0, progress: bool
     fp = ensure_data(profile, progress=progress)  # one data set per profile; `seed` seeds training only
     cfg = train_config(profile, variant, seed, **overrides)
     out = Path(cfg.out)
-    stamp = out / "DATA_FINGERPRINT"
-    if out.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
-        _move_aside(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fp + "\n")
+    stamp_run(out, fp)
     try:
         _restore_published(profile, cfg, fp)
         train(cfg, resume=True, progress=progress)
     except ConfigMismatch:  # the code's defaults changed since this run: keep it aside, train anew
         _move_aside(out)
-        out.mkdir(parents=True)
-        stamp.write_text(fp + "\n")
+        stamp_run(out, fp)
         _restore_published(profile, cfg, fp)
         train(cfg, resume=True, progress=progress)
     return out / "model.pt"
@@ -156,6 +151,16 @@ def _restore_published(profile: Profile, cfg, pixels: str) -> bool:
     (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     (out / "config.json").write_text(json.dumps(asked, indent=2) + "\n")
     return True
+
+
+def stamp_run(out: Path, fp: str) -> None:
+    """Make `out` a run folder of the data with pixel hash `fp`: a run made from other data (or unstamped) is moved
+    aside to `<out>.stale`, never resumed on data it did not see."""
+    stamp = out / "DATA_FINGERPRINT"
+    if out.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
+        _move_aside(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp + "\n")
 
 
 def _move_aside(out: Path) -> None:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 
 from ..data.annotations import load_records, write_coco
 from ..decode import WIDE_POOL, DecodeConfig
 from ..device import pick_precision
-from ..engine.config import comparable, recorded_config
+from ..engine.config import ConfigMismatch, check_branch, comparable, recorded_config
 from ..engine.diagnose import decompose, peak_phase
 from ..engine.evaluate import EvalConfig, evaluate
 from ..engine.train import train
 from ..flags import with_flags
 from ..storage import load_checkpoint, load_model, save_json
-from .experiment import Profile, ensure_data, ensure_trained, fingerprint, get_profile, synth_config, train_config
+from .experiment import (Profile, ensure_data, ensure_trained, fingerprint, get_profile, stamp_run, synth_config,
+                         train_config)
 
 
 VAL_FRACTION = 0.2  # of the training images, held out as every reading's and the calibration's validation split
@@ -248,12 +250,34 @@ def readings_study(profile: Profile | str = "paper", progress: bool = True) -> d
     return summary
 
 
+def branch_point(cfg, fp: str) -> Path | None:
+    """The latest kept checkpoint (`epoch<N>.pt`) of a sibling run on the same data (pixel hash `fp`) that is the run
+    `cfg` up to its epoch (`check_branch`): where a longer budget can start instead of epoch 0; None if there is none."""
+    out, asked, best = Path(cfg.out), recorded_config(cfg), None
+    for kept in sorted(out.parent.glob(f"{out.name.rsplit('-e', 1)[0]}-e*/epoch*.pt")):
+        run, epoch = kept.parent, kept.stem.removeprefix("epoch")
+        stamp, record = run / "DATA_FINGERPRINT", run / "config.json"
+        same_data = stamp.exists() and stamp.read_text().strip() == fp
+        if run == out or not epoch.isdigit() or not same_data or not record.exists():
+            continue
+        epoch = int(epoch)
+        try:
+            check_branch({"config": json.loads(record.read_text()), "epoch": epoch}, asked, kept)
+        except ConfigMismatch:
+            continue
+        if best is None or epoch > best[0]:
+            best = (epoch, kept)
+    return None if best is None else best[1]
+
+
 def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
                  budgets: tuple[int, ...] = (25, 50, 100), progress: bool = True) -> dict:
     """AP07 on test and on train after each epoch budget (§IV-B's 25 epochs and longer), lr dropped at 80 % of each.
 
-    The paper-protocol point is the Table I run itself; longer budgets train in runs/<profile>/budget/. Written to
-    results/metrics/budget-{variant}-seed{seed}.json; a budget already there with the same settings is kept.
+    The paper-protocol point is the Table I run itself; longer budgets train in runs/<profile>/budget/, each keeping
+    its checkpoint at its lr drop so that a longer budget starts from there instead of from scratch (the same run up
+    to that epoch, `train`'s `branch_from`). Written to results/metrics/budget-{variant}-seed{seed}.json; a budget
+    already there with the same settings is kept.
     """
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -269,7 +293,9 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
             ckpt = ensure_trained(profile, variant, seed, progress)  # the Table I run itself
         else:
             cfg = dataclasses.replace(cfg, out=str(profile.runs / "budget" / f"{variant}-seed{seed}-e{epochs}"))
-            ckpt = train(cfg, resume=True, progress=progress) / "model.pt"
+            stamp_run(Path(cfg.out), fp)
+            ckpt = train(cfg, resume=True, progress=progress, branch_from=branch_point(cfg, fp),
+                         keep=(cfg.lr_drop_epoch,)) / "model.pt"
         m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.train.precision),
                      progress=progress)
         known[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
