@@ -125,6 +125,7 @@ lab: setup
 clean:
 	rm -rf scratch runs data/synth .pytest_cache .hypothesis
 
-# The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU).
+# The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU). Resumable:
+# each longer run starts from the next shorter one's checkpoint at its lr drop, and an interrupted one from its last epoch.
 budget: setup
 	$(PY) -c "from crackcore.study.readings import budget_curve; print(budget_curve())"
