@@ -120,7 +120,8 @@ def test_budget_curve_reuses_the_table_i_run_and_keeps_finished_budgets(profile)
     assert r["budgets"]["4"]["lr_drop_epoch"] == 3 and set(r["budgets"]) == {"1", "2", "4"}
     e4 = load_checkpoint(profile.runs / "budget" / "modified-seed0-e4" / "model.pt")
     assert e4["branched_from"]["epoch"] == 2 and e4["branched_from"]["path"].endswith("modified-seed0-e2/epoch2.pt")
-    assert len(e4["history"]) == 4
+    assert len(e4["history"]) == 4 and r["budgets"]["4"]["branched_from"] == e4["branched_from"]
+    assert r["budgets"]["2"]["branched_from"] is None  # the 1-epoch point is the Table I run, which keeps no epoch
 
 
 def test_branch_point_takes_the_latest_kept_epoch_of_the_same_run_on_the_same_data(tmp_path):

@@ -298,10 +298,11 @@ def budget_curve(profile: Profile | str = "paper", variant: str = "modified_aff"
                          keep=(cfg.lr_drop_epoch,)) / "model.pt"
         m = evaluate(EvalConfig(checkpoint=str(ckpt), data=str(profile.data), out="", precision=profile.train.precision),
                      progress=progress)
+        state = load_checkpoint(ckpt)
         known[str(epochs)] = {"key": key, "epochs": epochs, "lr_drop_epoch": cfg.lr_drop_epoch, "ap07_test": m["ap07"],
                               "ap07_train": m["diagnosis"]["train"]["ap07"], "background": m["background"]["accuracy"],
-                              "diagnosis": m["diagnosis"], "trained": load_checkpoint(ckpt)["provenance"],
-                              "evaluated": m["provenance"]}
+                              "diagnosis": m["diagnosis"], "trained": state["provenance"],
+                              "branched_from": state.get("branched_from"), "evaluated": m["provenance"]}
         save_json(out, {"variant": variant, "seed": seed, "budgets": known})
     return json.loads(out.read_text())
 
