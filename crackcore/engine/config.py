@@ -95,10 +95,14 @@ def comparable(record: dict) -> dict:
 
 def check_same(state: dict, asked: dict, path: Path) -> None:
     """Refuse to resume or reuse a run recorded with other settings than `asked` (§IV-B's runs never mix)."""
-    have, want = comparable(state["config"]), comparable(asked)
-    if have != want:
-        diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
+    diff = _differing(comparable(state["config"]), comparable(asked))
+    if diff:
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); use another --out")
+
+
+def _differing(have: dict, want: dict) -> list[str]:
+    """The keys two compared records disagree on, sorted (named in ConfigMismatch's message)."""
+    return sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
 
 
 # What two runs may differ in and still be one run up to the earlier of their lr drops: every epoch seeds its own
@@ -110,8 +114,8 @@ def check_branch(state: dict, asked: dict, path: Path) -> None:
     """Refuse to start the run `asked` from checkpoint `state` unless it is that run's own state (§IV-B's schedule):
     the same settings but length and lr drop, and an epoch no later than either run's drop or the asked length."""
     have, want = ({k: v for k, v in comparable(r).items() if k not in BRANCH_FIELDS} for r in (state["config"], asked))
-    if have != want:
-        diff = sorted(k for k in {**have, **want} if have.get(k) != want.get(k))
+    diff = _differing(have, want)
+    if diff:
         raise ConfigMismatch(f"{path} was trained with other settings ({', '.join(diff)}); it cannot start this run")
     epoch, last = state["epoch"], min(state["config"]["lr_drop_epoch"], asked["lr_drop_epoch"], asked["epochs"])
     if epoch > last:
