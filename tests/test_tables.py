@@ -157,6 +157,26 @@ def test_budget_table_says_which_budgets_were_measured_on_these_data():
     assert table.loc[25, "on these data"] is True and table.loc[50, "on these data"] is False
     assert table.loc[50, "lr drop after epoch"] == 40 and table.loc[25, "train AP07"] == 51.0
     assert "on these data" not in budget_table(budget).columns  # no hash given: nothing claimed either way
+    assert np.isnan(table.loc[25, "one peak per crack"])  # a budget measured before the diagnosis: unknown, not 0
+
+
+def test_budget_table_carries_each_budgets_waterfall():
+    where = {"device": "cpu", "precision": "bf16"}
+    test = {"ap07_box_nms_0.5": 74.1, "ap07_one_per_crack": 74.4, "ap07_one_per_crack_true_wh": 84.5,
+            "ap07_one_per_crack_true_box": 88.5, "fp_on_crack": 361, "fp_off_crack": 137, "size_iou_median": 0.86}
+    b = {"lr_drop_epoch": 40, "ap07_test": 72.4, "ap07_train": 84.7, "background": 59.1, "trained": where,
+         "evaluated": where, "key": {}, "diagnosis": {"test": test, "test_pool9": {"ap07": 73.8}}}
+    row = budget_table({"budgets": {"50": b}}).loc[50]
+    assert row["after box NMS 0.5"] == 74.1 and row["9 × 9 window"] == 73.8
+    assert (row["one peak per crack"], row["+ true sizes"], row["+ true boxes"]) == (74.4, 84.5, 88.5)
+    assert (row["FPs on cracks"], row["FPs off cracks"], row["size IoU"]) == (361, 137, 0.86)
+    # the stride-4 model has no wide-window decode: that column is unknown, the rest is there
+    row4 = budget_table({"budgets": {"50": {**b, "diagnosis": {"test": test}}}}).loc[50]
+    assert np.isnan(row4["9 × 9 window"]) and row4["+ true boxes"] == 88.5
+    from crackcore.study import plots
+    fig = plots.budget_curve(budget_table({"budgets": {"50": b, "25": {**b, "ap07_test": 56.9}}}))
+    assert [line.get_label() for line in fig.axes[0].lines] == ["test AP07", "after box NMS 0.5", "train AP07",
+                                                               "backgrounds clean %"]
 
 
 def test_crack_recall_finds_cracks_covered_above_the_threshold_and_groups_them():

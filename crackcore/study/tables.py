@@ -225,13 +225,26 @@ def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
 def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
     """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer).
 
+    Beside them, the test split's waterfall from `engine.diagnose` (box NMS, the wide peak window, one peak per
+    crack, then the true sizes and boxes at those peaks): does a longer budget remove duplicates or find more cracks?
     With `pixels` (the data's hash, `ensure_data`), a column says which budgets were measured on those data: a curve
     committed before a generator change stays readable but must not pass for today's.
     """
-    rows = {int(e): {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"], "train AP07": b["ap07_train"],
-                     "backgrounds clean %": b["background"],
-                     "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
-                     "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})",
-                     **({"on these data": b["key"].get("data") == pixels} if pixels is not None else {})}
-            for e, b in budget["budgets"].items()}
+    rows = {}
+    for e, b in budget["budgets"].items():
+        test = b.get("diagnosis", {}).get("test", {})  # NaN where a budget was measured before a diagnosis existed
+        wide = b.get("diagnosis", {}).get(wide_pool_key("test"), {})
+        rows[int(e)] = {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"],
+                        "after box NMS 0.5": test.get("ap07_box_nms_0.5", np.nan),
+                        f"{WIDE} window": wide.get("ap07", np.nan),
+                        "train AP07": b["ap07_train"], "backgrounds clean %": b["background"],
+                        "one peak per crack": test.get("ap07_one_per_crack", np.nan),
+                        "+ true sizes": test.get("ap07_one_per_crack_true_wh", np.nan),
+                        "+ true boxes": test.get("ap07_one_per_crack_true_box", np.nan),
+                        "FPs on cracks": test.get("fp_on_crack", np.nan),
+                        "FPs off cracks": test.get("fp_off_crack", np.nan),
+                        "size IoU": test.get("size_iou_median", np.nan),
+                        "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
+                        "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})",
+                        **({"on these data": b["key"].get("data") == pixels} if pixels is not None else {})}
     return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")
