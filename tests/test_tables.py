@@ -163,7 +163,8 @@ def test_budget_table_says_which_budgets_were_measured_on_these_data():
 def test_budget_table_carries_each_budgets_waterfall():
     where = {"device": "cpu", "precision": "bf16"}
     test = {"ap07_box_nms_0.5": 74.1, "ap07_one_per_crack": 74.4, "ap07_one_per_crack_true_wh": 84.5,
-            "ap07_one_per_crack_true_box": 88.5, "fp_on_crack": 361, "fp_off_crack": 137, "size_iou_median": 0.86}
+            "ap07_one_per_crack_true_box": 88.5, "fp_on_crack": 361, "fp_off_crack": 137, "size_iou_median": 0.86,
+            "ap07": 72.4, "ap07_true_wh": 81.2, "ap07_true_centre": 79.4, "wh_corr_pred": -0.23, "wh_corr_true": -0.24}
     b = {"lr_drop_epoch": 40, "ap07_test": 72.4, "ap07_train": 84.7, "background": 59.1, "trained": where,
          "evaluated": where, "key": {}, "diagnosis": {"test": test, "test_pool9": {"ap07": 73.8}}}
     row = budget_table({"budgets": {"50": b}}).loc[50]

@@ -216,9 +216,8 @@ def budget_curve(table, paper_ap: float | None = None, paper_clean: float | None
     e = table.index.to_numpy(int)
     lines = (("test AP07", "o-", "C0"), ("after box NMS 0.5", "d-", "C1"), ("train AP07", "s--", "C2"),
              ("backgrounds clean %", "^:", "C3"))
-    for col, style, colour in lines:
-        if col in table:  # NMS: how much of test AP07's gap at each budget is duplicate peaks
-            ax.plot(e, table[col].to_numpy(float), style, color=colour, label=col, ms=4 if "NMS" in col else 6)
+    for col, style, colour in lines:  # NMS: how much of test AP07's gap at each budget is duplicate peaks
+        ax.plot(e, table[col].to_numpy(float), style, color=colour, label=col, ms=4 if "NMS" in col else 6)
     for y, name, colour in ((paper_ap, "paper AP07", "C0"), (paper_clean, "paper clean %", "C3")):
         if y is not None:  # the paper's 25-epoch numbers, on its private photographs
             ax.axhline(y, color=colour, lw=0.8, ls="-.", label=f"{name} ({y:.2f})")

@@ -222,6 +222,12 @@ def shift_table(metrics: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+# diagnosis_table's columns that the budget table shows, in the waterfall's order
+BUDGET_WATERFALL = {"ap07_box_nms_0.5": "after box NMS 0.5", "ap07_one_per_crack": "one peak per crack",
+                    "ap07_one_per_crack_true_wh": "+ true sizes", "ap07_one_per_crack_true_box": "+ true boxes",
+                    "fp_on_crack": "FPs on cracks", "fp_off_crack": "FPs off cracks", "size_iou_median": "size IoU"}
+
+
 def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
     """AP07 on test and train and Table II's clean share after each epoch budget (§IV-B's 25 and longer).
 
@@ -230,20 +236,15 @@ def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
     With `pixels` (the data's hash, `ensure_data`), a column says which budgets were measured on those data: a curve
     committed before a generator change stays readable but must not pass for today's.
     """
+    diag = diagnosis_table({int(e): b for e, b in budget["budgets"].items() if "test" in b.get("diagnosis", {})})
     rows = {}
     for e, b in budget["budgets"].items():
-        test = b.get("diagnosis", {}).get("test", {})  # NaN where a budget was measured before a diagnosis existed
+        test = diag.loc[int(e)] if int(e) in diag.index else {}  # NaN where a budget predates the diagnosis
         wide = b.get("diagnosis", {}).get(wide_pool_key("test"), {})
         rows[int(e)] = {"lr drop after epoch": b["lr_drop_epoch"], "test AP07": b["ap07_test"],
-                        "after box NMS 0.5": test.get("ap07_box_nms_0.5", np.nan),
-                        f"{WIDE} window": wide.get("ap07", np.nan),
-                        "train AP07": b["ap07_train"], "backgrounds clean %": b["background"],
-                        "one peak per crack": test.get("ap07_one_per_crack", np.nan),
-                        "+ true sizes": test.get("ap07_one_per_crack_true_wh", np.nan),
-                        "+ true boxes": test.get("ap07_one_per_crack_true_box", np.nan),
-                        "FPs on cracks": test.get("fp_on_crack", np.nan),
-                        "FPs off cracks": test.get("fp_off_crack", np.nan),
-                        "size IoU": test.get("size_iou_median", np.nan),
+                        f"{WIDE} window": wide.get("ap07", np.nan), "train AP07": b["ap07_train"],
+                        "backgrounds clean %": b["background"],
+                        **{name: test.get(key, np.nan) for key, name in BUDGET_WATERFALL.items()},
                         "trained on": f"{b['trained'].get('device')} ({b['trained'].get('precision')})",
                         "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})",
                         **({"on these data": b["key"].get("data") == pixels} if pixels is not None else {})}
