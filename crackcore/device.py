@@ -5,6 +5,7 @@ import contextlib
 import os
 import platform
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ def pick_precision(device: torch.device, precision: str = "auto") -> str:
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        # honoured, since it was asked for, but without native kernels bf16 runs many times slower than fp32
+        warnings.warn("bf16 was asked for on a CPU without native bf16 (AVX-512 BF16 or AMX): autocast emulates it, "
+                      "many times slower than fp32; precision 'auto' picks fp32 here", RuntimeWarning, stacklevel=2)
     return precision
 
 

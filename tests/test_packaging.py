@@ -1,6 +1,7 @@
 """The install story: environment.yml and pyproject.toml agree; the CI entry runs the README's test command."""
 import re
 import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,11 @@ def test_an_isa_cap_below_bf16_turns_bf16_autocast_off(monkeypatch):
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not cpu_has_bf16() and pick_precision(torch.device("cpu"), "auto") == "fp32"
-    assert pick_precision(torch.device("cpu"), "bf16") == "bf16"  # asked for explicitly: honoured
+    with pytest.warns(RuntimeWarning, match="without native bf16"):  # asked for explicitly: honoured, with a warning
+        assert pick_precision(torch.device("cpu"), "bf16") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fp32 and auto are silent
+        assert pick_precision(torch.device("cpu"), "fp32") == "fp32" == pick_precision(torch.device("cpu"), "auto")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
     on_this_cpu = "avx512_bf16" in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "")
     assert cpu_has_bf16() == on_this_cpu  # a cap that keeps bf16 leaves the answer to the CPU
