@@ -1,0 +1,101 @@
+"""Is the gap to the paper in our data or in its protocol? §IV-B's training run on the easiest data we can draw.
+
+Under §IV-B's protocol (25 epochs, batch 16, Adam 2.5e-4, from scratch) `modified_aff` scores about 58 AP07 on a
+validation split of the default synthetic data, where the paper reports 96 on its photographs. The generator was
+made hard on purpose (crack-like hard negatives, striated and granular surfaces, faint cracks) so that a model
+would transfer to real cracks. This experiment asks what the same protocol reaches when all of that is taken away:
+bright glaze-like surfaces only, no long dark look-alikes, every crack clearly visible. The cracks' shapes, the
+camera and the rule for what a person can see (hence the boxes) stay as they are, so the task is the same.
+
+Decision rule, fixed before the run (CEILING_BAR): validation AP07 ≥ 90 (the paper's regime, the calibration's
+band) says the *data* keep the default generator below the paper, and a calibration between the defaults and
+EASIEST can reach the band; below 90 says the *protocol* caps it: 25 epochs from scratch stay short of the paper's
+regime on any of our data, so no change to the generator can meet that band. Nothing here changes a default. The
+test split, the held-out family and the default data's splits are never read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..data.annotations import load_records
+from ..data.synth_files import write_dataset
+from ..decode import WIDE_POOL, DecodeConfig
+from ..engine.config import comparable, recorded_config
+from ..engine.diagnose import decompose
+from ..engine.evaluate import background_table, run_split
+from ..flags import with_flags
+from ..storage import save_json
+from .experiment import Profile, fingerprint, get_profile, stamp_run, synth_config, train_config
+from .readings import _trained, validation_split
+
+CEILING_BAR = 90.0  # validation AP07: the lower end of the paper's regime (Table I: 94.20–96.16)
+
+# The generator's knobs that make the data easy while the task stays the same (cracks, camera and box rule as drawn).
+EASIEST = {
+    "holdout_family": "edges",  # no product borders, joints or stains; the shift splits are not drawn
+    "n_shift": 0, "n_shift_background": 0,
+    "striation": (1e-4, 1e-4), "granular": (1e-4, 1e-4),  # those two families become plain glaze-like surfaces
+    "level": (170.0, 240.0), "dim_level": (170.0, 240.0),  # bright white ware under every camera
+    "fibre_p": 0.0, "seam_p": 0.0, "scratch_p": 0.0, "edge_p": 0.0, "joint_p": 0.0, "stain_p": 0.0,
+    "contrast": (0.16, 0.5),  # twice the default's faintest crack
+}
+
+
+def verdict(ap07_val: float, bar: float = CEILING_BAR) -> str:
+    """The rule fixed before the run: "data" when the easiest data reach the paper's regime, else "protocol"."""
+    return "data" if ap07_val >= bar else "protocol"
+
+
+def easiest_profile(profile: Profile) -> Profile:
+    """The profile's sizes on the EASIEST data, under runs/<profile>/ceiling/ (its results stay the profile's)."""
+    root = profile.runs / "ceiling"
+    return dataclasses.replace(profile, name=f"{profile.name}-easiest", data=root / "data", runs=root)
+
+
+def ensure_easiest_data(profile: Profile, seed: int = 0, progress: bool = True) -> str:
+    """Draw the EASIEST data at this profile's sizes unless the same settings already did; the pixels' hash."""
+    easy = easiest_profile(profile)
+    cfg = dataclasses.replace(synth_config(profile, seed), **EASIEST)
+    stamp, key = easy.data / "FINGERPRINT.json", fingerprint(dataclasses.asdict(cfg))
+    if stamp.exists() and json.loads(stamp.read_text())["settings"] == key:
+        return json.loads(stamp.read_text())["pixels"]
+    summary = write_dataset(easy.data, cfg, progress=progress)
+    stamp.write_text(json.dumps({"settings": key, "pixels": summary["pixels_sha256"]}) + "\n")
+    return summary["pixels_sha256"]
+
+
+def ceiling(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0, precision: str = "",
+            backgrounds: int = 500, progress: bool = True) -> dict:
+    """Train `variant` under the profile's protocol on the fit split of the EASIEST data and score its validation
+    split (§V-A's AP07, the diagnosis of `engine.diagnose`, train AP beside it) and the first `backgrounds` of its
+    background split (Table II). `precision` "" is the profile's; name one to keep a run that spans machines in one
+    precision. Written to results/metrics/ceiling-{variant}-seed{seed}.json with `verdict`'s answer."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    easy = easiest_profile(profile)
+    pixels = ensure_easiest_data(profile, progress=progress)
+    fit, val = validation_split(easy, seed)
+    cfg = with_flags(train_config(easy, variant, seed), data=str(fit), out="",
+                     precision=precision or profile.train.precision)
+    key = {**comparable(recorded_config(cfg)), "data": pixels, "easiest": EASIEST}
+    out = profile.results_dir("metrics") / f"ceiling-{variant}-seed{seed}.json"
+    if out.exists() and json.loads(out.read_text()).get("key") == json.loads(json.dumps(key)):
+        return json.loads(out.read_text())
+    cfg = dataclasses.replace(cfg, out=str(easy.runs / fingerprint(key)))
+    stamp_run(Path(cfg.out), pixels)
+    model, ckpt, minutes, used = _trained(cfg, progress)
+    val_records = load_records(val, "val")
+    bg = load_records(easy.data, "background")[:backgrounds or None]
+    _, _, top = run_split(model, bg, batch_size=32, precision=used, desc="backgrounds" if progress else "")
+    result = {"key": key, "variant": variant, "seed": seed, "profile": profile.name,
+              "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(val_records),
+              "val": decompose(model, val_records, precision=used),
+              "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
+                                                     precision=used)},
+              "fit": decompose(model, load_records(fit, "train"), precision=used),
+              "background": background_table(top), "rule": f"val AP07 >= {CEILING_BAR:g}: data; else protocol",
+              "train_minutes": minutes, "precision": used, "provenance": ckpt["provenance"]}
+    result["verdict"] = verdict(result["val"]["ap07"])
+    save_json(out, result)
+    return result

@@ -1,0 +1,58 @@
+"""The ceiling experiment: the easiest data keep the task, never read a test split, and apply the rule fixed beforehand."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import crackcore.study.ceiling as ce
+import crackcore.study.experiment as ex
+import crackcore.study.readings as rd
+from crackcore.data.synth import SynthConfig, render
+from crackcore.engine.config import TrainConfig
+
+ONE_EPOCH = TrainConfig(epochs=1, lr_drop_epoch=1, precision="fp32")
+
+
+def test_rule_is_the_paper_regime_bar():
+    assert ce.CEILING_BAR == 90.0
+    assert ce.verdict(90.0) == "data" and ce.verdict(97.5) == "data"
+    assert ce.verdict(89.99) == "protocol" and ce.verdict(58.5) == "protocol"
+
+
+def test_easiest_knobs_take_away_difficulty_but_keep_cracks_camera_and_boxes():
+    easy = dataclasses.replace(SynthConfig(), **ce.EASIEST)  # every key is a knob and the config validates
+    default = SynthConfig()
+    for knob in ("width", "short_length", "extent_weights", "visibility_k", "min_visible_run", "box_pad",
+                 "noise_at_200", "blur_sigma", "jpeg_p", "crack_count_weights"):
+        assert getattr(easy, knob) == getattr(default, knob)
+    assert easy.contrast[0] == 2 * default.contrast[0] and easy.contrast[1] == default.contrast[1]
+    assert "edges" not in easy.families("train") and "edges" not in easy.families("background")
+    for i in range(30):  # no crack-like look-alike is ever drawn
+        negs = render(dataclasses.replace(easy, n_background=30), "background", i).meta["negatives"]
+        assert not any(negs[k] for k in ("fibre", "seam", "scratch", "edge", "joint", "stain"))
+    bright = [render(dataclasses.replace(easy, n_background=30), "background", i).image.mean() for i in range(30)]
+    assert np.median(bright) > 120  # bright ware, also under the dim `camera` family's exposure
+
+
+def test_ceiling_trains_on_a_carved_split_of_the_easiest_data(tmp_path, monkeypatch):
+    from crackcore.data import annotations
+    from crackcore.engine import evaluate, train
+
+    profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    read = []
+    real_load = annotations.load_records
+    for module in (annotations, evaluate, train, rd, ce):  # every reader of annotation files on its path
+        monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
+                            real_load(src, split, **kw))
+    r = ce.ceiling(profile, "modified", seed=0, backgrounds=4, progress=False)
+    assert (r["n_fit"], r["n_val"]) == (8, 2) and r["background"]["images"] == 4
+    assert r["verdict"] == ce.verdict(r["val"]["ap07"]) and r["precision"] == "fp32"
+    assert not (tmp_path / "data").exists()  # the default data are never drawn, let alone read
+    easy_root = str(tmp_path / "runs" / "ceiling" / "data")
+    assert {split for src, split in read if src == easy_root} == {"train", "background"}  # never test or shift
+    assert {src.rsplit("/", 1)[-1] for src, _ in read} == {"data", "fit.json", "val.json"}
+    saved = json.loads((profile.results / "metrics" / "ceiling-modified-seed0.json").read_text())
+    assert saved["val"]["ap07"] == r["val"]["ap07"] and saved["key"]["easiest"]["joint_p"] == 0.0
+    again = ce.ceiling(profile, "modified", seed=0, backgrounds=4, progress=False)  # the same settings: kept, not rerun
+    assert again == saved
