@@ -28,7 +28,7 @@ from ..engine.evaluate import background_table, run_split
 from ..flags import with_flags
 from ..storage import save_json
 from .experiment import Profile, fingerprint, get_profile, stamp_run, synth_config, train_config
-from .readings import _trained, validation_split
+from .readings import fit_trained, validation_split
 
 CEILING_BAR = 90.0  # validation AP07: the lower end of the paper's regime (Table I: 94.20–96.16)
 
@@ -84,7 +84,7 @@ def ceiling(profile: Profile | str = "paper", variant: str = "modified_aff", see
         return json.loads(out.read_text())
     cfg = dataclasses.replace(cfg, out=str(easy.runs / fingerprint(key)))
     stamp_run(Path(cfg.out), pixels)
-    model, ckpt, minutes, used = _trained(cfg, progress)
+    model, ckpt, minutes, used = fit_trained(cfg, progress)
     val_records = load_records(val, "val")
     bg = load_records(easy.data, "background")[:backgrounds or None]
     _, _, top = run_split(model, bg, batch_size=32, precision=used, desc="backgrounds" if progress else "")

@@ -110,7 +110,7 @@ def _fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs:
     return key, fit, val, dataclasses.replace(cfg, out=str(profile.runs / "readings" / fingerprint(key)))
 
 
-def _trained(cfg, progress: bool):
+def fit_trained(cfg, progress: bool):
     """Train (or resume, or skip) a fit-split run; its model, checkpoint, training minutes and precision."""
     folder = train(cfg, resume=True, progress=progress)
     model, ckpt = load_model(folder / "model.pt")
@@ -135,7 +135,7 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
-    model, ckpt, minutes, precision = _trained(cfg, progress)
+    model, ckpt, minutes, precision = fit_trained(cfg, progress)
     val_records = load_records(val, "val")
     result = {"name": name, "key": key, "val": decompose(model, val_records, precision=precision),
               "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
@@ -163,7 +163,7 @@ def pool_reading(profile: Profile | str = "paper", variant: str = "modified_aff"
     out = profile.results_dir("metrics") / "reading-pool.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
-    model, ckpt, minutes, precision = _trained(cfg, progress)
+    model, ckpt, minutes, precision = fit_trained(cfg, progress)
     val_records = load_records(val, "val")
     by_pool = {str(p): decompose(model, val_records, decoding=DecodeConfig(pool=p), precision=precision)
                for p in pools}
