@@ -126,7 +126,7 @@ clean:
 	rm -rf scratch runs data/synth .pytest_cache .hypothesis
 
 # Is the gap to the paper in the data or in the protocol? modified_aff under §IV-B's protocol on the easiest data the
-# generator draws (README, "Readings"): about 2 h on a 2-core AVX2 CPU in fp32, minutes on a GPU. Resumable.
+# generator draws (README, Data, "The ceiling"): about 2 h on a 2-core AVX2 CPU in fp32, minutes on a GPU. Resumable.
 ceiling: setup
 	$(PY) -c "from crackcore.study.ceiling import ceiling; r = ceiling(precision='$(CEILING_PRECISION)'); print(r['val']['ap07'], r['verdict'])"
 
