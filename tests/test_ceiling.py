@@ -56,3 +56,50 @@ def test_ceiling_trains_on_a_carved_split_of_the_easiest_data(tmp_path, monkeypa
     assert saved["val"]["ap07"] == r["val"]["ap07"] and saved["key"]["easiest"]["joint_p"] == 0.0
     again = ce.ceiling(profile, "modified", seed=0, backgrounds=4, progress=False)  # the same settings: kept, not rerun
     assert again == saved
+    model_file = next((tmp_path / "runs" / "ceiling").glob("*/model.pt"))
+    trained_at = model_file.stat().st_mtime_ns
+    more = ce.ceiling(profile, "modified", seed=0, backgrounds=6, progress=False)  # more backgrounds: rescored only
+    assert more["background"]["images"] == 6 and more["val"]["ap07"] == saved["val"]["ap07"]
+    assert model_file.stat().st_mtime_ns == trained_at
+    assert json.loads((profile.results / "metrics" / "ceiling-modified-seed0.json").read_text())["background"] == \
+        more["background"]
+
+
+def test_start_rule_boundaries():
+    assert ce.START_BAR == 85.0
+    assert ce.start_verdict(85.0, 58.5) == "enough" and ce.start_verdict(85.0, None) == "enough"
+    assert ce.start_verdict(59.6, 58.5) == "helps" and ce.start_verdict(59.5, 58.5) == "no gain"  # by more than 1.0
+    assert ce.start_verdict(84.9, None) == "no gain"  # no from-scratch run to compare with: only the bar speaks
+
+
+def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_split(tmp_path, monkeypatch):
+    import torch
+
+    from crackcore.data import annotations
+    from crackcore.engine import evaluate, train
+    from crackcore.storage import load_checkpoint, load_model
+
+    profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    read = []
+    real_load = annotations.load_records
+    for module in (annotations, evaluate, train, rd, ce):
+        monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
+                            real_load(src, split, **kw))
+    r = ce.synthetic_start(profile, "modified", seed=0, progress=False)
+    assert {split for _, split in read} <= {"train", "background", "val"}  # never a test or shift split
+    assert r["n_fit"] == 8 and r["n_val"] == 2 and r["scratch_val_ap07"] is None and r["precision"] == "fp32"
+    assert r["verdict"] == ce.start_verdict(r["val"]["ap07"], None)
+    parent_path = next((tmp_path / "runs" / "ceiling").glob("*/model.pt"))
+    parent, _ = load_model(parent_path)
+    assert r["backbone"].endswith(ce.backbone_file(parent_path).name)
+    backbone = torch.load(ce.backbone_file(parent_path), weights_only=True)
+    want = {k: v for k, v in parent.backbone.state_dict().items() if k.startswith("layer")}
+    assert set(backbone) == set(want) and all(torch.equal(backbone[k], want[k].float()) for k in want)
+    # one Adam step at 2.5e-4 from the parent's stages: every conv weight is within about one step of the parent's
+    child = load_checkpoint(next((tmp_path / "runs" / "readings").glob("*/model.pt")))
+    assert child["config"]["imagenet"].endswith(".pt") and "backbone-" in child["config"]["imagenet"]
+    convs = [k for k in want if k.endswith("conv1.weight")]
+    moved = max(float((child["model"][f"backbone.{k}"].float() - want[k]).abs().max()) for k in convs)
+    assert 0 < moved < 1e-3
+    again = ce.synthetic_start(profile, "modified", seed=0, progress=False)  # kept, not retrained
+    assert again["val"]["ap07"] == r["val"]["ap07"] and again["key"] == json.loads(json.dumps(r["key"]))

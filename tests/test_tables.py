@@ -213,3 +213,31 @@ def test_found_over_seeds_averages_each_variants_runs_per_bin():
     assert t["a found %"].tolist() == pytest.approx([50.0, 75.0])  # (100 + 0) / 2 and (50 + 100) / 2
     assert t["a sd"].tolist() == pytest.approx([np.sqrt(5000), np.sqrt(1250)])  # sample sd of two runs: (100, 0), (50, 100)
     assert t["b found %"].tolist() == pytest.approx([100.0, 0.0]) and t["b sd"].isna().all()  # one seed: no sd
+
+
+def test_ceiling_table_sets_the_easiest_run_beside_the_default_one():
+    from crackcore.study import plots
+    from crackcore.study.tables import ceiling_table, diagnosis_table
+    val = {"ap07": 58.5, "ap07_true_wh": 60.0, "ap07_true_centre": 61.0, "ap07_box_nms_0.5": 70.6,
+           "ap07_one_per_crack": 69.7, "ap07_one_per_crack_true_wh": 73.6, "ap07_one_per_crack_true_box": 85.4,
+           "fp_on_crack": 698, "fp_off_crack": 225, "size_iou_median": 0.81, "wh_corr_pred": 0.5, "wh_corr_true": 0.5}
+    default = {"key": {"data": "today"}, "val": val, "val_pool": {"9": {"ap07": 68.6}}, "fit": {"ap07": 55.2},
+               "provenance": {"device": "cpu", "precision": "bf16"}}  # a reading: no Table II
+    easiest = {**default, "key": {"data": "easy"}, "val": {**val, "ap07": 78.7, "fp_off_crack": 8},
+               "val_pool": {"9": {"ap07": 88.8}}, "fit": {"ap07": 79.1},
+               "provenance": {"device": "cpu", "precision": "fp32"},
+               "background": {"images": 500, "no_box": 412, "with_box": 88, "accuracy": 82.4, "threshold": 0.1}}
+    t = ceiling_table(easiest, default, "today")
+    assert list(t.index) == ["default data", "easiest data"]
+    assert t.loc["default data", "data"] == "default (today's)" and t.loc["easiest data", "data"] == "easiest"
+    assert ceiling_table(easiest, {**default, "key": {"data": "old"}}, "today").loc["default data", "data"] == \
+        "default (an earlier generator)"
+    assert (t.loc["easiest data", "val AP07"], t.loc["easiest data", "9 × 9 window"]) == (78.7, 88.8)
+    assert (t.loc["default data", "FPs off cracks"], t.loc["easiest data", "FPs off cracks"]) == (225, 8)
+    assert t.loc["easiest data", "fit AP07"] == 79.1 and t.loc["easiest data", "backgrounds clean %"] == 82.4
+    assert np.isnan(t.loc["default data", "backgrounds clean %"])  # not measured, not 0
+    assert t.loc["easiest data", "trained on"] == "cpu (fp32)"
+    diag = diagnosis_table({n: {"diagnosis": {"val": r["val"], "fit": r["fit"]}} for n, r in
+                            (("default data", default), ("easiest data", easiest))}, test="val", train="fit")
+    labels = plots.ap_decomposition(diag, split="validation", train="fit").axes[0].get_legend_handles_labels()[1]
+    assert labels[0] == "measured (validation)" and labels[-1] == "fit split"

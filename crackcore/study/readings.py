@@ -57,7 +57,7 @@ def calibrate(profile: Profile | str = "paper", variant: str = "modified_aff", s
     run of the default settings, trained once for both. Written to results/metrics/calibration-*.json.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    key, fit, val, cfg = _fit_run(profile, variant, seed, {}, progress=progress)
+    key, fit, val, cfg = fit_run(profile, variant, seed, {}, progress=progress)
     fp = key["data"]
     checkpoint = train(cfg, resume=True, progress=progress) / "model.pt"
     m = evaluate(EvalConfig(checkpoint=str(checkpoint), data=str(val), split="val", background_split="",
@@ -98,7 +98,7 @@ READINGS = {
 }
 
 
-def _fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs: int = 0, lr_drop_epoch: int = 0,
+def fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs: int = 0, lr_drop_epoch: int = 0,
              progress: bool = True):
     """The settings' key, the fit and val files, and the cfg of a run on the fit split with `overrides` (0 epochs:
     the profile's). Runs of equal settings share one folder under runs/<profile>/readings/, whatever their name."""
@@ -130,7 +130,7 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     """
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    key, fit, val, cfg = _fit_run(profile, variant, seed, {**(base or {}), **READINGS[name]}, epochs, lr_drop_epoch,
+    key, fit, val, cfg = fit_run(profile, variant, seed, {**(base or {}), **READINGS[name]}, epochs, lr_drop_epoch,
                                   progress)
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
@@ -158,7 +158,7 @@ def pool_reading(profile: Profile | str = "paper", variant: str = "modified_aff"
     cannot move: only the duplicates along a ridge and close neighbours do. Written to results/metrics/reading-pool.json.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    key, fit, val, cfg = _fit_run(profile, variant, seed, dict(base or {}), progress=progress)
+    key, fit, val, cfg = fit_run(profile, variant, seed, dict(base or {}), progress=progress)
     key = {**key, "pools": list(pools)}
     out = profile.results_dir("metrics") / "reading-pool.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:

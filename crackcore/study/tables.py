@@ -249,3 +249,22 @@ def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
                         "evaluated on": f"{b['evaluated'].get('device')} ({b['evaluated'].get('precision')})",
                         **({"on these data": b["key"].get("data") == pixels} if pixels is not None else {})}
     return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")
+
+
+def ceiling_table(ceiling: dict, default: dict, pixels: str | None = None) -> pd.DataFrame:
+    """The ceiling run (`study.ceiling`: §IV-B's protocol on the easiest data) beside a validation-split run of the
+    same variant, seed, split sizes and protocol on the default data: validation AP07 under §IV-C's decoder, its
+    waterfall (`engine.diagnose`), AP07 on the fit split and Table II's clean share. With `pixels` (`ensure_data`'s
+    hash of today's default data), the `data` column says whether the default row was measured on them."""
+    rows = {}
+    for name, r in (("default data", default), ("easiest data", ceiling)):
+        d, wide = r["val"], r.get("val_pool", {}).get(str(WIDE_POOL), {})
+        today = "" if pixels is None or name == "easiest data" else (
+            " (today's)" if r["key"].get("data") == pixels else " (an earlier generator)")
+        rows[name] = {"data": name.split()[0] + today, "val AP07": d["ap07"],
+                      f"{WIDE} window": wide.get("ap07", np.nan),
+                      **{label: d.get(key, np.nan) for key, label in BUDGET_WATERFALL.items()},
+                      "fit AP07": r["fit"]["ap07"],
+                      "backgrounds clean %": r["background"]["accuracy"] if "background" in r else np.nan,
+                      "trained on": f"{r['provenance'].get('device')} ({r['provenance'].get('precision')})"}
+    return pd.DataFrame(rows).T
