@@ -99,7 +99,7 @@ READINGS = {
 
 
 def fit_run(profile: Profile, variant: str, seed: int, overrides: dict, epochs: int = 0, lr_drop_epoch: int = 0,
-             progress: bool = True):
+            progress: bool = True):
     """The settings' key, the fit and val files, and the cfg of a run on the fit split with `overrides` (0 epochs:
     the profile's). Runs of equal settings share one folder under runs/<profile>/readings/, whatever their name."""
     fp = ensure_data(profile, progress=progress)
@@ -131,7 +131,7 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     key, fit, val, cfg = fit_run(profile, variant, seed, {**(base or {}), **READINGS[name]}, epochs, lr_drop_epoch,
-                                  progress)
+                                 progress)
     out = profile.results_dir("metrics") / f"reading-{name}.json"
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
