@@ -77,7 +77,7 @@ def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_spl
 
     from crackcore.data import annotations
     from crackcore.engine import evaluate, train
-    from crackcore.storage import load_checkpoint, load_model
+    from crackcore.storage import load_checkpoint, load_model, save_checkpoint
 
     profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
     read = []
@@ -85,11 +85,18 @@ def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_spl
     for module in (annotations, evaluate, train, rd, ce):
         monkeypatch.setattr(module, "load_records", lambda src, split, **kw: read.append((str(src), split)) or
                             real_load(src, split, **kw))
+    ce.ceiling(profile, "modified", seed=0, precision="fp32", backgrounds=4, progress=False)
+    # A one-step parent sits within a step of the seed's initialisation, as a fresh start of the same seed does:
+    # moved far from both, its stages can only reach the child through the start.
+    parent_path = next((tmp_path / "runs" / "ceiling").glob("*/model.pt"))
+    state = load_checkpoint(parent_path)
+    state["model"] = {k: v + 0.5 if k.startswith("backbone.layer") and k.endswith("conv1.weight") else v
+                      for k, v in state["model"].items()}
+    save_checkpoint(parent_path, state)
     r = ce.synthetic_start(profile, "modified", seed=0, progress=False)
     assert {split for _, split in read} <= {"train", "background", "val"}  # never a test or shift split
     assert r["n_fit"] == 8 and r["n_val"] == 2 and r["scratch_val_ap07"] is None and r["precision"] == "fp32"
     assert r["verdict"] == ce.start_verdict(r["val"]["ap07"], None)
-    parent_path = next((tmp_path / "runs" / "ceiling").glob("*/model.pt"))
     parent, _ = load_model(parent_path)
     assert r["backbone"].endswith(ce.backbone_file(parent_path).name)
     backbone = torch.load(ce.backbone_file(parent_path), weights_only=True)
@@ -103,3 +110,11 @@ def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_spl
     assert 0 < moved < 1e-3
     again = ce.synthetic_start(profile, "modified", seed=0, progress=False)  # kept, not retrained
     assert again["val"]["ap07"] == r["val"]["ap07"] and again["key"] == json.loads(json.dumps(r["key"]))
+    # the matched baseline: the same budget from scratch, in its own file and its own run folder
+    base = ce.synthetic_start(profile, "modified", seed=0, scratch=True, progress=False)
+    assert base["backbone"] is None and base["n_fit"] == 8 and base["key"]["imagenet"] == ""
+    assert (profile.results / "metrics" / "ceiling-start-scratch-modified-seed0.json").is_file()
+    runs = sorted((tmp_path / "runs" / "readings").glob("*/model.pt"))
+    assert len(runs) == 2
+    fresh = next(load_checkpoint(f) for f in runs if load_checkpoint(f)["config"]["imagenet"] == "")
+    assert min(float((fresh["model"][f"backbone.{k}"].float() - want[k]).abs().min()) for k in convs) > 0.4

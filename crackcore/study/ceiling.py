@@ -137,19 +137,24 @@ def backbone_file(model_path: str | Path) -> Path:
 
 
 def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0, epochs: int = 0,
-                    lr_drop_epoch: int = 0, precision: str = "fp32", progress: bool = True) -> dict:
+                    lr_drop_epoch: int = 0, precision: str = "fp32", scratch: bool = False,
+                    progress: bool = True) -> dict:
     """Train `variant` on the default data's fit split from the ceiling run's backbone (trained first if missing) and
     score the validation split as `ceiling` does; 0 epochs: the profile's. `precision` is both runs'. Written to
     results/metrics/ceiling-start-{variant}-seed{seed}.json with `start_verdict`'s answer against the from-scratch
-    neck reading of the same split (`readings.neck_reading`), when one of the same data, variant and seed exists."""
+    neck reading of the same split (`readings.neck_reading`), when one of the same data, variant and seed exists.
+    `scratch` trains the same budget from scratch instead (ceiling-start-scratch-*.json), the pilot's matched
+    baseline."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    _, _, _, parent_cfg = ceiling_run(profile, variant, seed, precision, progress)
-    if not (Path(parent_cfg.out) / "model.pt").is_file():
-        ceiling(profile, variant, seed, precision, progress=progress)
-    backbone = backbone_file(Path(parent_cfg.out) / "model.pt")
-    key, fit, val, cfg = fit_run(profile, variant, seed, {"imagenet": str(backbone), "precision": precision}, epochs,
-                                 lr_drop_epoch, progress)
-    out = profile.results_dir("metrics") / f"ceiling-start-{variant}-seed{seed}.json"
+    overrides, backbone = {"precision": precision}, None
+    if not scratch:
+        _, _, _, parent_cfg = ceiling_run(profile, variant, seed, precision, progress)
+        if not (Path(parent_cfg.out) / "model.pt").is_file():
+            ceiling(profile, variant, seed, precision, progress=progress)
+        backbone = backbone_file(Path(parent_cfg.out) / "model.pt")
+        overrides["imagenet"] = str(backbone)
+    key, fit, val, cfg = fit_run(profile, variant, seed, overrides, epochs, lr_drop_epoch, progress)
+    out = profile.results_dir("metrics") / f"ceiling-start-{'scratch-' if scratch else ''}{variant}-seed{seed}.json"
     if out.exists() and json.loads(out.read_text()).get("key") == json.loads(json.dumps(key)):
         return json.loads(out.read_text())
     model, ckpt, minutes, used = fit_trained(cfg, progress)
@@ -158,7 +163,7 @@ def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_a
     scratch = json.loads(scratch_file.read_text()) if scratch_file.exists() else {}
     same = all(scratch.get("key", {}).get(k) == key.get(k) for k in ("data", "variant", "seed"))
     result = {"key": key, "variant": variant, "seed": seed, "profile": profile.name,
-              "backbone": portable_path(backbone),
+              "backbone": portable_path(backbone) if backbone else None,
               "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(val_records),
               "val": decompose(model, val_records, precision=used),
               "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
