@@ -21,14 +21,12 @@ from pathlib import Path
 
 from ..data.annotations import load_records
 from ..data.synth_files import write_dataset
-from ..decode import WIDE_POOL, DecodeConfig
 from ..engine.config import comparable, recorded_config
-from ..engine.diagnose import decompose
 from ..engine.evaluate import background_table, run_split
 from ..flags import with_flags
 from ..storage import file_sha256, load_model, portable_path, save_checkpoint, save_json
 from .experiment import Profile, fingerprint, get_profile, stamp_run, synth_config, train_config
-from .readings import fit_run, fit_trained, validation_split
+from .readings import fit_run, fit_trained, fit_val_scores, validation_split
 
 CEILING_BAR = 90.0  # validation AP07: the lower end of the paper's regime (Table I: 94.20–96.16)
 
@@ -96,15 +94,10 @@ def ceiling(profile: Profile | str = "paper", variant: str = "modified_aff", see
         return saved
     stamp_run(Path(cfg.out), pixels)
     model, ckpt, minutes, used = fit_trained(cfg, progress)
-    val_records = load_records(val, "val")
     _, _, top = run_split(model, bg, batch_size=32, precision=used, desc="backgrounds" if progress else "")
     result = {"key": key, "variant": variant, "seed": seed, "profile": profile.name,
-              "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(val_records),
-              "val": decompose(model, val_records, precision=used),
-              "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
-                                                     precision=used)},
-              "fit": decompose(model, load_records(fit, "train"), precision=used),
-              "background": background_table(top), "rule": f"val AP07 >= {CEILING_BAR:g}: data; else protocol",
+              "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(load_records(val, "val")),
+              **fit_val_scores(model, fit, val, used), "background": background_table(top), "rule": f"val AP07 >= {CEILING_BAR:g}: data; else protocol",
               "train_minutes": minutes, "precision": used, "provenance": ckpt["provenance"]}
     result["verdict"] = verdict(result["val"]["ap07"])
     save_json(out, result)
@@ -158,18 +151,13 @@ def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_a
     if out.exists() and json.loads(out.read_text()).get("key") == json.loads(json.dumps(key)):
         return json.loads(out.read_text())
     model, ckpt, minutes, used = fit_trained(cfg, progress)
-    val_records = load_records(val, "val")
     scratch_file = profile.results_dir("metrics") / "reading-neck-bilinear.json"
     scratch = json.loads(scratch_file.read_text()) if scratch_file.exists() else {}
     same = all(scratch.get("key", {}).get(k) == key.get(k) for k in ("data", "variant", "seed"))
     result = {"key": key, "variant": variant, "seed": seed, "profile": profile.name,
               "backbone": portable_path(backbone) if backbone else None,
-              "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(val_records),
-              "val": decompose(model, val_records, precision=used),
-              "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
-                                                     precision=used)},
-              "fit": decompose(model, load_records(fit, "train"), precision=used),
-              "scratch_val_ap07": scratch["val"]["ap07"] if same else None,
+              "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(load_records(val, "val")),
+              **fit_val_scores(model, fit, val, used), "scratch_val_ap07": scratch["val"]["ap07"] if same else None,
               "rule": f"val AP07 >= {START_BAR:g}: enough; > from-scratch + 1.0: helps; else no gain",
               "train_minutes": minutes, "precision": used, "provenance": ckpt["provenance"]}
     result["verdict"] = start_verdict(result["val"]["ap07"], result["scratch_val_ap07"])

@@ -119,6 +119,15 @@ def fit_trained(cfg, progress: bool):
     return model, ckpt, sum(h["seconds"] for h in history) / 60, precision
 
 
+def fit_val_scores(model, fit, val, precision: str) -> dict:
+    """`engine.diagnose` on the validation split (§IV-C's decoder and the WIDE_POOL window) and on the fit split."""
+    val_records = load_records(val, "val")
+    return {"val": decompose(model, val_records, precision=precision),
+            "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
+                                                   precision=precision)},
+            "fit": decompose(model, load_records(fit, "train"), precision=precision)}
+
+
 def reading(name: str, profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0,
             epochs: int = 0, lr_drop_epoch: int = 0, base: dict | None = None, progress: bool = True) -> dict:
     """Train one reading (READINGS[name] over `base`) on the fit split; diagnose it on val (0 epochs: the profile's).
@@ -136,12 +145,8 @@ def reading(name: str, profile: Profile | str = "paper", variant: str = "modifie
     if out.exists() and comparable(json.loads(out.read_text()).get("key", {})) == key:
         return json.loads(out.read_text())
     model, ckpt, minutes, precision = fit_trained(cfg, progress)
-    val_records = load_records(val, "val")
-    result = {"name": name, "key": key, "val": decompose(model, val_records, precision=precision),
-              "val_pool": {str(WIDE_POOL): decompose(model, val_records, decoding=DecodeConfig(pool=WIDE_POOL),
-                                                     precision=precision)},
-              "phase_val": peak_phase(model, val_records, precision=precision),
-              "fit": decompose(model, load_records(fit, "train"), precision=precision),
+    result = {"name": name, "key": key, **fit_val_scores(model, fit, val, precision),
+              "phase_val": peak_phase(model, load_records(val, "val"), precision=precision),
               "train_minutes": minutes, "provenance": ckpt["provenance"]}
     save_json(out, result)
     return result
