@@ -135,12 +135,17 @@ ceiling: setup
 # A pretrained start, piloted (README, Data, "The ceiling"): ResNet-18's four stages from the fp32 ceiling run, the rest
 # from scratch, then §IV-B's optimiser on the default data's fit split, scored on its validation split. START_EPOCHS=0
 # is the paper's 25 epochs (lr drop after 20); the pilot ran 10 with the drop after 8 (about 55 min on 2 AVX2 cores).
-# START_SCRATCH=True trains the same budget from scratch: the pilot's matched baseline.
+# START_SCRATCH=True trains the same budget from scratch: the pilot's matched baseline. A replication in another
+# precision or budget names its files apart: START_TAG for the start's metrics, CEILING_TAG for a parent trained here,
+# e.g. the full budget in bf16: START_EPOCHS=0 START_DROP=0 START_PRECISION=bf16 START_TAG=bf16-25ep CEILING_TAG=bf16.
 START_EPOCHS ?= 10
 START_DROP ?= 8
 START_SCRATCH ?= False
+START_PRECISION ?= fp32
+START_TAG ?=
+CEILING_TAG ?=
 ceiling-start: setup
-	$(PY) -c "from crackcore.study.ceiling import synthetic_start; r = synthetic_start(epochs=$(START_EPOCHS), lr_drop_epoch=$(START_DROP), scratch=$(START_SCRATCH)); print(r['val']['ap07'], r['verdict'])"
+	$(PY) -c "from crackcore.study.ceiling import synthetic_start; r = synthetic_start(epochs=$(START_EPOCHS), lr_drop_epoch=$(START_DROP), precision='$(START_PRECISION)', scratch=$(START_SCRATCH), tag='$(START_TAG)', parent_tag='$(CEILING_TAG)'); print(r['val']['ap07'], r['verdict'])"
 
 # The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU). Resumable:
 # each longer run starts from the next shorter one's checkpoint at its lr drop, and an interrupted one from its last epoch.

@@ -118,3 +118,15 @@ def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_spl
     assert len(runs) == 2
     fresh = next(load_checkpoint(f) for f in runs if load_checkpoint(f)["config"]["imagenet"] == "")
     assert min(float((fresh["model"][f"backbone.{k}"].float() - want[k]).abs().min()) for k in convs) > 0.4
+    # a tagged replication writes its own file and leaves the first run's alone
+    first = (profile.results / "metrics" / "ceiling-start-modified-seed0.json").read_text()
+    tagged = ce.synthetic_start(profile, "modified", seed=0, tag="again", progress=False)
+    assert (profile.results / "metrics" / "ceiling-start-modified-seed0-again.json").is_file()
+    assert (profile.results / "metrics" / "ceiling-start-modified-seed0.json").read_text() == first
+    assert tagged["val"]["ap07"] == r["val"]["ap07"]  # the same settings' run folder: scored again, not retrained
+    assert len(sorted((tmp_path / "runs" / "readings").glob("*/model.pt"))) == 2
+
+
+def test_tagged_names_tell_replications_apart():
+    assert ce.tagged("ceiling", "modified_aff", 0) == "ceiling-modified_aff-seed0.json"  # the first run's, as committed
+    assert ce.tagged("ceiling-start", "modified_aff", 0, "bf16-25ep") == "ceiling-start-modified_aff-seed0-bf16-25ep.json"

@@ -76,17 +76,22 @@ def ceiling_run(profile: Profile, variant: str, seed: int, precision: str = "", 
     return key, fit, val, dataclasses.replace(cfg, out=str(easy.runs / fingerprint(key)))
 
 
+def tagged(stem: str, variant: str, seed: int, tag: str = "") -> str:
+    """A ceiling metrics file's name; `tag` tells a replication (another precision or budget) from the first run."""
+    return f"{stem}-{variant}-seed{seed}{'-' + tag if tag else ''}.json"
+
+
 def ceiling(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0, precision: str = "",
-            backgrounds: int = 500, progress: bool = True) -> dict:
+            backgrounds: int = 500, tag: str = "", progress: bool = True) -> dict:
     """Train `variant` under the profile's protocol on the fit split of the EASIEST data and score its validation
     split (§V-A's AP07, the diagnosis of `engine.diagnose`, train AP beside it) and the first `backgrounds` of its
     background split (Table II). `precision` "" is the profile's; name one to keep a run that spans machines in one
-    precision. Written to results/metrics/ceiling-{variant}-seed{seed}.json with `verdict`'s answer."""
+    precision. Written to results/metrics/ceiling-{variant}-seed{seed}[-{tag}].json with `verdict`'s answer."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     easy = easiest_profile(profile)
     key, fit, val, cfg = ceiling_run(profile, variant, seed, precision, progress)
     pixels = key["data"]
-    out = profile.results_dir("metrics") / f"ceiling-{variant}-seed{seed}.json"
+    out = profile.results_dir("metrics") / tagged("ceiling", variant, seed, tag)
     bg = load_records(easy.data, "background")[:backgrounds or None]
     saved = json.loads(out.read_text()) if out.exists() else {}
     # the background count is not part of the run's key (which names its folder): another count rescores, never retrains
@@ -130,24 +135,24 @@ def backbone_file(model_path: str | Path) -> Path:
 
 
 def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0, epochs: int = 0,
-                    lr_drop_epoch: int = 0, precision: str = "fp32", scratch: bool = False,
-                    progress: bool = True) -> dict:
+                    lr_drop_epoch: int = 0, precision: str = "fp32", scratch: bool = False, tag: str = "",
+                    parent_tag: str = "", progress: bool = True) -> dict:
     """Train `variant` on the default data's fit split from the ceiling run's backbone (trained first if missing) and
     score the validation split as `ceiling` does; 0 epochs: the profile's. `precision` is both runs'. Written to
-    results/metrics/ceiling-start-{variant}-seed{seed}.json with `start_verdict`'s answer against the from-scratch
-    neck reading of the same split (`readings.neck_reading`), when one of the same data, variant and seed exists.
-    `scratch` trains the same budget from scratch instead (ceiling-start-scratch-*.json), the pilot's matched
-    baseline."""
+    results/metrics/ceiling-start-{variant}-seed{seed}[-{tag}].json with `start_verdict`'s answer against the
+    from-scratch neck reading of the same split (`readings.neck_reading`), when one of the same data, variant and seed
+    exists. `scratch` trains the same budget from scratch instead (ceiling-start-scratch-*.json), the
+    pilot's matched baseline. A parent trained here is written as `ceiling` with `parent_tag`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     overrides, backbone = {"precision": precision}, None
     if not scratch:
         _, _, _, parent_cfg = ceiling_run(profile, variant, seed, precision, progress)
         if not (Path(parent_cfg.out) / "model.pt").is_file():
-            ceiling(profile, variant, seed, precision, progress=progress)
+            ceiling(profile, variant, seed, precision, tag=parent_tag, progress=progress)
         backbone = backbone_file(Path(parent_cfg.out) / "model.pt")
         overrides["imagenet"] = str(backbone)
     key, fit, val, cfg = fit_run(profile, variant, seed, overrides, epochs, lr_drop_epoch, progress)
-    out = profile.results_dir("metrics") / f"ceiling-start-{'scratch-' if scratch else ''}{variant}-seed{seed}.json"
+    out = profile.results_dir("metrics") / tagged(f"ceiling-start{'-scratch' if scratch else ''}", variant, seed, tag)
     if out.exists() and json.loads(out.read_text()).get("key") == json.loads(json.dumps(key)):
         return json.loads(out.read_text())
     model, ckpt, minutes, used = fit_trained(cfg, progress)
