@@ -61,6 +61,31 @@ def test_evaluate_writes_metrics(trained, tiny_data, tmp_path, capsys):
     assert set(w["diagnosis"]) == {"test"}  # already the wide window: not decoded twice
 
 
+def test_evaluate_forwards_each_image_once_and_diagnoses_as_a_separate_pass(trained, tiny_data, monkeypatch):
+    from crackcore.engine import diagnose
+    from crackcore.engine.evaluate import EvalConfig, evaluate
+    from crackcore.storage import load_model
+
+    seen, real = [], diagnose._forward
+
+    def counting(model, records, *args, **kwargs):
+        seen.extend(str(r.path) for r in records)
+        return real(model, records, *args, **kwargs)
+    monkeypatch.setattr(diagnose, "_forward", counting)
+    every = DecodeConfig(threshold=0.0)  # every image keeps its top 20 peaks, so the AP below are not trivially 0
+    m = evaluate(EvalConfig(checkpoint=str(trained / "model.pt"), data=str(tiny_data), out="", precision="fp32",
+                            decoding=every), progress=False)
+    # test, train, background, shift and shift background of tiny_data: every image forwarded exactly once
+    assert len(seen) == len(set(seen)) == 4 + 8 + 4 + 4 + 4
+    monkeypatch.setattr(diagnose, "_forward", real)
+    model, _ = load_model(trained / "model.pt")
+    test = load_records(tiny_data, "test")
+    assert m["n_det"] == 4 * 20 and m["diagnosis"]["test"]["ap07"] == pytest.approx(m["ap07"], abs=1e-9)
+    assert m["diagnosis"]["test"] == pytest.approx(diagnose.decompose(model, test, decoding=every), nan_ok=True)
+    assert m["diagnosis"]["test_pool9"] == pytest.approx(
+        diagnose.decompose(model, test, decoding=DecodeConfig(threshold=0.0, pool=9)), nan_ok=True)
+
+
 def test_predict_writes_json_csv_and_pngs(trained, tiny_data, tmp_path, capsys):
     out = tmp_path / "pred"
     folder = tiny_data / "images" / "test"

@@ -117,7 +117,7 @@ def test_peak_phase_counts_peaks_and_centres_by_cell_modulo_four(monkeypatch):
     boxes = torch.tensor([[7.0, 3.0, 10.0, 6.0], [11.0, -1.0, 14.0, 2.0], [0.0, 1.0, 3.0, 4.0]])
     gt = torch.tensor([[2.0, 2.0, 7.0, 7.0]])  # centre (4.5, 4.5)
     dets = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.5, 0.2])}]
-    monkeypatch.setattr(diagnose, "_forward", lambda *a, **k: iter([([(None, gt)], None, None, dets)]))
+    monkeypatch.setattr(diagnose, "_decoded", lambda *a, **k: iter([([(None, gt)], None, dets)]))
 
     class Model:
         stride = 1

@@ -241,3 +241,19 @@ def test_ceiling_table_sets_the_easiest_run_beside_the_default_one():
                             (("default data", default), ("easiest data", easiest))}, test="val", train="fit")
     labels = plots.ap_decomposition(diag, split="validation", train="fit").axes[0].get_legend_handles_labels()[1]
     assert labels[0] == "measured (validation)" and labels[-1] == "fit split"
+
+
+def test_start_table_names_each_run_by_its_start_and_budget():
+    from crackcore.study.tables import start_table
+    val = {"ap07": 58.5, "ap07_box_nms_0.5": 70.6, "ap07_one_per_crack": 69.7, "fp_on_crack": 698, "fp_off_crack": 225}
+    scratch = {"key": {"epochs": 25, "imagenet": ""}, "val": val, "fit": {"ap07": 55.2},
+               "provenance": {"device": "cpu", "precision": "bf16"}}  # a reading: no wide window, no Table II
+    started = {"key": {"epochs": 10, "imagenet": "runs/paper/ceiling/x/backbone-y.pt"},
+               "val": {**val, "ap07": 61.4}, "val_pool": {"9": {"ap07": 72.9}}, "fit": {"ap07": 59.9},
+               "provenance": {"device": "cpu", "precision": "fp32"}}
+    t = start_table({"from scratch": scratch, "pretrained": started})
+    assert t.loc["from scratch", "start"] == "from scratch" and t.loc["pretrained", "start"] == "pretrained stages"
+    assert (t.loc["from scratch", "epochs"], t.loc["pretrained", "epochs"]) == (25, 10)
+    assert (t.loc["pretrained", "val AP07"], t.loc["pretrained", "9 × 9 window"]) == (61.4, 72.9)
+    assert np.isnan(t.loc["from scratch", "9 × 9 window"]) and np.isnan(t.loc["pretrained", "backgrounds clean %"])
+    assert t.loc["from scratch", "FPs on cracks"] == 698 and t.loc["pretrained", "trained on"] == "cpu (fp32)"

@@ -29,10 +29,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torchvision.ops import nms
+from tqdm import tqdm
 
 from ..data.dataset import CrackDataset
 from ..decode import PAPER, DecodeConfig, decode
-from ..device import autocast
+from ..inference.route import Route
+from ..inference.routes import build_route
 from ..metrics import match, voc_ap
 from ..models import sigmoid_heatmap
 
@@ -71,26 +73,35 @@ def size_iou(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _forward(model, records, batch_size: int, decoding: DecodeConfig, precision: str):
-    """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap, unclipped detections) batch by batch, letterboxed as in
-    evaluation."""
+def _forward(model, records, batch_size: int, precision: str, desc: str = ""):
+    """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap) batch by batch, letterboxed as in evaluation, through the
+    route `detect` runs (`model` is an eager model or a `Route`)."""
     ds = CrackDataset(records, model.input_size, train=False)
-    device = next(model.parameters()).device
-    for start in range(0, len(ds), batch_size):
+    route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
+    for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=not desc):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        with autocast(device, precision):
-            out = model(torch.stack([im for im, _ in items]).to(device))
-        heat = sigmoid_heatmap(out["hm"])
-        yield items, out, heat, decode(heat, out["wh"], out.get("reg"), stride=model.stride, decoding=decoding,
-                                       clip=False)
+        out = route(torch.stack([im for im, _ in items]))
+        yield items, out, sigmoid_heatmap(out["hm"])
+
+
+def _decoded(model, records, decoding: DecodeConfig, precision: str):
+    """Yield (items, (B, 1, H/s, W/s) heatmap, unclipped detections) batch by batch."""
+    for items, out, heat in _forward(model, records, 32, precision):
+        yield items, heat, decode(heat, out["wh"], out.get("reg"), stride=model.stride, decoding=decoding, clip=False)
 
 
 @torch.no_grad()
-def outputs(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER, precision: str = "fp32"):
-    """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
-    dets, gts, at_centre = [], [], []
-    for items, out, heat, batch_dets in _forward(model, records, batch_size, decoding, precision):
-        dets += batch_dets
+def split_outputs(model, records, decodings, batch_size: int = 32, precision: str = "fp32", desc: str = ""):
+    """One forward pass (§III) over `records`, decoded (§IV-C) once per (DecodeConfig, clip) of `decodings`.
+
+    Returns the detections of each decoding, the ground truths (M, 4), the predicted size at each crack's label cell
+    (M, 2), all in input pixels, and each image's heatmap maximum (Table II).
+    """
+    dets, gts, at_centre, top = [[] for _ in decodings], [], [], []
+    for items, out, heat in _forward(model, records, batch_size, precision, desc):
+        for found, (decoding, clip) in zip(dets, decodings):
+            found += decode(heat, out["wh"], out.get("reg"), stride=model.stride, decoding=decoding, clip=clip)
+        top += heat.amax(dim=(1, 2, 3)).cpu().tolist()
         wh = out["wh"].float().cpu() * model.stride  # (B, 2, H/s, W/s) in input pixels
         H, W = wh.shape[2:]
         for b, (_, boxes) in enumerate(items):
@@ -98,6 +109,12 @@ def outputs(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER
             gts.append(gt)
             cells = np.minimum(np.floor((gt[:, :2] + gt[:, 2:]) / 2 / model.stride).astype(int), [W - 1, H - 1])
             at_centre.append(wh[b, :, cells[:, 1], cells[:, 0]].T.numpy().reshape(-1, 2))  # (M, 2)
+    return dets, gts, at_centre, np.array(top)
+
+
+def outputs(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER, precision: str = "fp32"):
+    """Unclipped detections, ground truths (input pixels) and the predicted size at each crack's label cell."""
+    (dets,), gts, at_centre, _ = split_outputs(model, records, [(decoding, False)], batch_size, precision)
     return dets, gts, at_centre
 
 
@@ -118,8 +135,11 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 def decompose(model, records, batch_size: int = 32, decoding: DecodeConfig = PAPER, precision: str = "fp32") -> dict:
     """AP07 as measured, with the true sizes at the predicted centres, with the predicted sizes at the true centres,
     and the size head against the truth at the true centres (see the module docstring)."""
-    dets, gts, at_centre = outputs(model, records, batch_size, decoding, precision)
-    size = model.input_size
+    return decompose_outputs(*outputs(model, records, batch_size, decoding, precision), model.input_size)
+
+
+def decompose_outputs(dets: list[dict], gts: list[np.ndarray], at_centre: list[np.ndarray], size: int) -> dict:
+    """`decompose` on one split's unclipped detections, ground truths and sizes at the label cells (`outputs`)."""
     measured, true_wh, true_c, one = [], [], [], []
     one_wh, one_c, one_box = [], [], []  # the best peak per crack, with true sizes, true centres, both
     fp_on = fp_off = 0
@@ -171,7 +191,7 @@ def peak_maps(model, records, decoding: DecodeConfig = PAPER, precision: str = "
     (N, 2) decoded centres and `scores` (N,), `gt` (M, 4) boxes, all in input pixels; `stride` maps them to cells.
     """
     maps = []
-    for items, _, heat, dets in _forward(model, records, 32, decoding, precision):
+    for items, heat, dets in _decoded(model, records, decoding, precision):
         for (x, boxes), h, det in zip(items, heat.float(), dets):
             b = det["boxes"].float().numpy().reshape(-1, 4)
             grey = x.float().mean(0).numpy()  # (S, S)
@@ -192,7 +212,7 @@ def peak_phase(model, records, decoding: DecodeConfig = PAPER, precision: str = 
     """
     n = PHASE_PERIOD
     peaks, centres = np.zeros((n, n)), np.zeros((n, n))
-    for items, _, _, dets in _forward(model, records, 32, decoding, precision):
+    for items, _, dets in _decoded(model, records, decoding, precision):
         for (_, boxes), det in zip(items, dets):
             b = det["boxes"].float().numpy().reshape(-1, 4)
             gt = boxes.numpy().reshape(-1, 4)

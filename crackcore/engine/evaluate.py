@@ -7,17 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data.annotations import load_records
 from ..data.dataset import CrackDataset
 from ..decode import PAPER, WIDE_POOL, DecodeConfig
 from ..device import pick_device, pick_precision
-from ..inference.routes import detect
 from ..metrics import voc_ap
 from ..storage import load_model, portable_path, provenance, save_json
-from .diagnose import decompose
+from .diagnose import decompose, decompose_outputs, split_outputs
 
 
 @dataclass(frozen=True)
@@ -53,16 +50,8 @@ def fusion_weights(model, records, batch_size: int = 32) -> tuple[torch.Tensor, 
 def run_split(model, records, *, batch_size: int, decoding: DecodeConfig = PAPER, precision: str = "fp32",
               desc: str = ""):
     """Detections, ground truths (input pixels) and per-image heatmap maxima for a list of records (model or route)."""
-    ds = CrackDataset(records, model.input_size, train=False)
-    loader = DataLoader(ds, batch_size, shuffle=False, collate_fn=lambda b: b)
-    preds, targets, top = [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
-        images = torch.stack([img for img, _ in batch])
-        dets, mx = detect(model, images, decoding=decoding, precision=precision)
-        preds += dets
-        targets += [{"boxes": b} for _, b in batch]
-        top += mx.tolist()
-    return preds, targets, np.array(top)
+    (preds,), gts, _, top = split_outputs(model, records, [(decoding, True)], batch_size, precision, desc)
+    return preds, [{"boxes": torch.as_tensor(g)} for g in gts], top
 
 
 def background_table(max_scores: np.ndarray, threshold: float = PAPER.threshold) -> dict:
@@ -85,8 +74,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     model, ckpt = load_model(cfg.checkpoint, device=device)
     t0 = time.perf_counter()
     records = load_records(cfg.data, cfg.split)[:cfg.limit or None]
-    preds, targets, _ = run_split(model, records, batch_size=cfg.batch_size, decoding=cfg.decoding,
-                                  precision=precision, desc=f"AP on {cfg.split}" if progress else "")
+    wide = model.stride == 1 and cfg.decoding.pool != WIDE_POOL  # at stride 4, §IV-C's 3 × 3 already spans 12 pixels
+    decodings = [(cfg.decoding, True), (cfg.decoding, False)] + [(replace(cfg.decoding, pool=WIDE_POOL), False)] * wide
+    # one forward pass: AP as scored (boxes clipped to the image), the diagnosis (unclipped), the wide window's
+    (preds, found, *found_wide), gts, at_centre, _ = split_outputs(
+        model, records, decodings, cfg.batch_size, precision, f"AP on {cfg.split}" if progress else "")
+    targets = [{"boxes": g} for g in gts]
     ap07 = voc_ap(preds, targets, use_07_metric=True)
     ap_all = voc_ap(preds, targets, use_07_metric=False)
     metrics = {"variant": model.variant, "checkpoint": portable_path(cfg.checkpoint),
@@ -97,13 +90,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                "pr_curve": {"precision": ap07.precision, "recall": ap07.recall, "scores": ap07.scores},
                # per-image boxes in the image's own pixels (the letterbox scale undone); AP is scale-invariant
                "per_image": [{"file": portable_path(r.path), "boxes": (p["boxes"].numpy() / sc).round(2),
-                              "scores": p["scores"].numpy().round(4), "gt": (t["boxes"].numpy() / sc).round(2)}
+                              "scores": p["scores"].numpy().round(4), "gt": (t["boxes"] / sc).round(2)}
                              for r, p, t in zip(records, preds, targets)
                              for sc in [model.input_size / max(r.width, r.height)]]}
-    metrics["diagnosis"] = {cfg.split: decompose(model, records, cfg.batch_size, cfg.decoding, precision)}
-    if model.stride == 1 and cfg.decoding.pool != WIDE_POOL:  # at stride 4, §IV-C's 3 × 3 already spans 12 pixels
-        metrics["diagnosis"][wide_pool_key(cfg.split)] = decompose(
-            model, records, cfg.batch_size, replace(cfg.decoding, pool=WIDE_POOL), precision)
+    metrics["diagnosis"] = {cfg.split: decompose_outputs(found, gts, at_centre, model.input_size)}
+    if wide:
+        metrics["diagnosis"][wide_pool_key(cfg.split)] = decompose_outputs(found_wide[0], gts, at_centre,
+                                                                          model.input_size)
     if cfg.train_split:
         train_records = load_records(cfg.data, cfg.train_split)[:cfg.limit or None]
         metrics["diagnosis"][cfg.train_split] = decompose(model, train_records, cfg.batch_size, cfg.decoding,

@@ -185,7 +185,8 @@ def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, preci
     """§IV-C on a (B, 3, S, S) batch in [0, 1]: forward, sigmoid, decode; returns (detections, heatmap max per image).
 
     `model` is any `Route` (which brings its own precision) or an eager model, run on the eager route of `precision`.
-    Evaluation, `predict` and the bench all detect through here.
+    `predict` and the bench's timings detect through here; evaluation and the bench's AP of each route decode the same
+    routes' outputs in `engine.diagnose.split_outputs`, which also keeps the raw size map for the diagnosis.
     """
     route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
     out = route(images)

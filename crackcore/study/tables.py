@@ -251,6 +251,16 @@ def budget_table(budget: dict, pixels: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).T.sort_index().rename_axis("epochs")
 
 
+def _val_row(r: dict) -> dict:
+    """The columns of one fit/validation run (`study.ceiling`, `study.readings`): validation AP07 under §IV-C's decoder,
+    with the wide window, its waterfall, fit AP07, Table II's clean share where measured, and where it trained."""
+    d, wide = r["val"], r.get("val_pool", {}).get(str(WIDE_POOL), {})
+    return {"val AP07": d["ap07"], f"{WIDE} window": wide.get("ap07", np.nan),
+            **{label: d.get(key, np.nan) for key, label in BUDGET_WATERFALL.items()}, "fit AP07": r["fit"]["ap07"],
+            "backgrounds clean %": r["background"]["accuracy"] if "background" in r else np.nan,
+            "trained on": f"{r['provenance'].get('device')} ({r['provenance'].get('precision')})"}
+
+
 def ceiling_table(ceiling: dict, default: dict, pixels: str | None = None) -> pd.DataFrame:
     """The ceiling run (`study.ceiling`: §IV-B's protocol on the easiest data) beside a validation-split run of the
     same variant, seed, split sizes and protocol on the default data: validation AP07 under §IV-C's decoder, its
@@ -258,13 +268,15 @@ def ceiling_table(ceiling: dict, default: dict, pixels: str | None = None) -> pd
     hash of today's default data), the `data` column says whether the default row was measured on them."""
     rows = {}
     for name, r in (("default data", default), ("easiest data", ceiling)):
-        d, wide = r["val"], r.get("val_pool", {}).get(str(WIDE_POOL), {})
         today = "" if pixels is None or name == "easiest data" else (
             " (today's)" if r["key"].get("data") == pixels else " (an earlier generator)")
-        rows[name] = {"data": name.split()[0] + today, "val AP07": d["ap07"],
-                      f"{WIDE} window": wide.get("ap07", np.nan),
-                      **{label: d.get(key, np.nan) for key, label in BUDGET_WATERFALL.items()},
-                      "fit AP07": r["fit"]["ap07"],
-                      "backgrounds clean %": r["background"]["accuracy"] if "background" in r else np.nan,
-                      "trained on": f"{r['provenance'].get('device')} ({r['provenance'].get('precision')})"}
+        rows[name] = {"data": name.split()[0] + today, **_val_row(r)}
+    return pd.DataFrame(rows).T
+
+
+def start_table(runs: dict[str, dict]) -> pd.DataFrame:
+    """Runs on the default data's fit split by start and budget (`study.ceiling.synthetic_start` and the from-scratch
+    neck reading): what a pretrained backbone is worth under §IV-B's optimiser, scored on the validation split."""
+    rows = {name: {"start": "pretrained stages" if r["key"].get("imagenet") else "from scratch",
+                   "epochs": r["key"]["epochs"], **_val_row(r)} for name, r in runs.items()}
     return pd.DataFrame(rows).T
