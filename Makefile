@@ -138,14 +138,17 @@ ceiling: setup
 # START_SCRATCH=True trains the same budget from scratch: the pilot's matched baseline. A replication in another
 # precision or budget names its files apart: START_TAG for the start's metrics, CEILING_TAG for a parent trained here,
 # e.g. the full budget in bf16: START_EPOCHS=0 START_DROP=0 START_PRECISION=bf16 START_TAG=bf16-25ep CEILING_TAG=bf16.
+# START_SEED picks the seed of parent, start and data split; a start is judged against the matched from-scratch run
+# (the same flags with START_SCRATCH=True, trained first) where it exists, else the neck reading of its seed.
 START_EPOCHS ?= 10
 START_DROP ?= 8
 START_SCRATCH ?= False
 START_PRECISION ?= fp32
+START_SEED ?= 0
 START_TAG ?=
 CEILING_TAG ?=
 ceiling-start: setup
-	$(PY) -c "from crackcore.study.ceiling import synthetic_start; r = synthetic_start(epochs=$(START_EPOCHS), lr_drop_epoch=$(START_DROP), precision='$(START_PRECISION)', scratch=$(START_SCRATCH), tag='$(START_TAG)', parent_tag='$(CEILING_TAG)'); print(r['val']['ap07'], r['verdict'])"
+	$(PY) -c "from crackcore.study.ceiling import synthetic_start; r = synthetic_start(seed=$(START_SEED), epochs=$(START_EPOCHS), lr_drop_epoch=$(START_DROP), precision='$(START_PRECISION)', scratch=$(START_SCRATCH), tag='$(START_TAG)', parent_tag='$(CEILING_TAG)'); print(r['val']['ap07'], r['verdict'])"
 
 # The training budget: modified_aff after 25, 50 and 100 epochs (hours on 2 CPU cores; minutes on a GPU). Resumable:
 # each longer run starts from the next shorter one's checkpoint at its lr drop, and an interrupted one from its last epoch.

@@ -130,3 +130,24 @@ def test_synthetic_start_trains_from_the_ceiling_backbone_on_the_default_fit_spl
 def test_tagged_names_tell_replications_apart():
     assert ce.tagged("ceiling", "modified_aff", 0) == "ceiling-modified_aff-seed0.json"  # the first run's, as committed
     assert ce.tagged("ceiling-start", "modified_aff", 0, "bf16-25ep") == "ceiling-start-modified_aff-seed0-bf16-25ep.json"
+
+
+def test_a_start_is_judged_against_the_matched_scratch_run_else_the_neck_reading(tmp_path):
+    profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    metrics = profile.results_dir("metrics")
+    key = {"data": "d", "variant": "modified_aff", "seed": 1, "epochs": 25, "lr_drop_epoch": 20, "precision": "bf16",
+           "imagenet": "runs/t/ceiling/x/backbone-y.pt"}
+    assert ce.scratch_baseline(profile, key, "bf16-25ep") == ({}, None)  # nothing to compare with: no verdict of "helps"
+
+    def write(name, **changes):
+        (metrics / name).write_text(json.dumps({"key": {**key, "imagenet": "", **changes}, "val": {"ap07": 50.0}}))
+    write("reading-neck-bilinear.json", seed=0, precision="auto")  # another seed's reading: not this start's baseline
+    assert ce.scratch_baseline(profile, key, "bf16-25ep") == ({}, None)
+    write("reading-neck-bilinear.json", precision="auto")  # the neck reading of this seed, whatever its precision
+    assert ce.scratch_baseline(profile, key, "bf16-25ep")[1].name == "reading-neck-bilinear.json"
+    write("ceiling-start-scratch-modified_aff-seed1-bf16-25ep.json", epochs=10)  # another budget: not matched
+    assert ce.scratch_baseline(profile, key, "bf16-25ep")[1].name == "reading-neck-bilinear.json"
+    write("ceiling-start-scratch-modified_aff-seed1-bf16-25ep.json")  # the matched run wins over the reading
+    base, f = ce.scratch_baseline(profile, key, "bf16-25ep")
+    assert f.name == "ceiling-start-scratch-modified_aff-seed1-bf16-25ep.json" and base["val"]["ap07"] == 50.0
+    assert ce.start_verdict(51.1, base["val"]["ap07"]) == "helps" and ce.start_verdict(51.0, 50.0) == "no gain"

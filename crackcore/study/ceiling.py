@@ -134,15 +134,28 @@ def backbone_file(model_path: str | Path) -> Path:
     return out
 
 
+def scratch_baseline(profile: Profile, key: dict, tag: str = "") -> tuple[dict, Path | None]:
+    """The from-scratch run a start is judged against, and its file: the matched run of the same tag (`scratch=True`:
+    same data, variant, seed, budget and precision) where one exists, else the neck reading of the same data, variant
+    and seed (25 epochs, the profile's precision), else nothing."""
+    metrics = profile.results_dir("metrics")
+    matched = metrics / tagged("ceiling-start-scratch", key["variant"], key["seed"], tag)
+    for f, same in ((matched, ("data", "variant", "seed", "epochs", "lr_drop_epoch", "precision")),
+                    (metrics / "reading-neck-bilinear.json", ("data", "variant", "seed"))):
+        r = json.loads(f.read_text()) if f.exists() else {}
+        if r and not r["key"].get("imagenet") and all(r["key"].get(k) == key.get(k) for k in same):
+            return r, f
+    return {}, None
+
+
 def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0, epochs: int = 0,
                     lr_drop_epoch: int = 0, precision: str = "fp32", scratch: bool = False, tag: str = "",
                     parent_tag: str = "", progress: bool = True) -> dict:
     """Train `variant` on the default data's fit split from the ceiling run's backbone (trained first if missing) and
     score the validation split as `ceiling` does; 0 epochs: the profile's. `precision` is both runs'. Written to
-    results/metrics/ceiling-start-{variant}-seed{seed}[-{tag}].json with `start_verdict`'s answer against the
-    from-scratch neck reading of the same split (`readings.neck_reading`), when one of the same data, variant and seed
-    exists. `scratch` trains the same budget from scratch instead (ceiling-start-scratch-*.json), the
-    pilot's matched baseline. A parent trained here is written as `ceiling` with `parent_tag`."""
+    results/metrics/ceiling-start-{variant}-seed{seed}[-{tag}].json with `start_verdict`'s answer against
+    `scratch_baseline`. `scratch` trains the same budget from scratch instead (ceiling-start-scratch-*.json, the
+    matched baseline; train it first). A parent trained here is written as `ceiling` with `parent_tag`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     overrides, backbone = {"precision": precision}, None
     if not scratch:
@@ -156,13 +169,12 @@ def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_a
     if out.exists() and json.loads(out.read_text()).get("key") == json.loads(json.dumps(key)):
         return json.loads(out.read_text())
     model, ckpt, minutes, used = fit_trained(cfg, progress)
-    scratch_file = profile.results_dir("metrics") / "reading-neck-bilinear.json"
-    scratch = json.loads(scratch_file.read_text()) if scratch_file.exists() else {}
-    same = all(scratch.get("key", {}).get(k) == key.get(k) for k in ("data", "variant", "seed"))
+    base, base_file = scratch_baseline(profile, key, tag)
     result = {"key": key, "variant": variant, "seed": seed, "profile": profile.name,
               "backbone": portable_path(backbone) if backbone else None,
               "n_fit": len(json.loads(Path(fit).read_text())["images"]), "n_val": len(load_records(val, "val")),
-              **fit_val_scores(model, fit, val, used), "scratch_val_ap07": scratch["val"]["ap07"] if same else None,
+              **fit_val_scores(model, fit, val, used), "scratch_val_ap07": base["val"]["ap07"] if base else None,
+              "scratch_from": portable_path(base_file) if base else None,
               "rule": f"val AP07 >= {START_BAR:g}: enough; > from-scratch + 1.0: helps; else no gain",
               "train_minutes": minutes, "precision": used, "provenance": ckpt["provenance"]}
     result["verdict"] = start_verdict(result["val"]["ap07"], result["scratch_val_ap07"])
