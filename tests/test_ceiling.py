@@ -151,3 +151,41 @@ def test_a_start_is_judged_against_the_matched_scratch_run_else_the_neck_reading
     base, f = ce.scratch_baseline(profile, key, "bf16-25ep")
     assert f.name == "ceiling-start-scratch-modified_aff-seed1-bf16-25ep.json" and base["val"]["ap07"] == 50.0
     assert ce.start_verdict(51.1, base["val"]["ap07"]) == "helps" and ce.start_verdict(51.0, 50.0) == "no gain"
+
+
+def test_start_runs_pair_each_start_with_its_baseline_by_budget_then_seed(tmp_path):
+    profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    metrics = profile.results_dir("metrics")
+    assert ce.start_runs(profile) == {}
+
+    def write(name, seed, epochs, ap07, start=True, **changes):
+        key = {"data": "d", "variant": "modified_aff", "seed": seed, "epochs": epochs, "lr_drop_epoch": epochs - 5,
+               "precision": "bf16", "imagenet": "b.pt" if start else "", **changes}
+        (metrics / name).write_text(json.dumps({"key": key, "seed": seed, "val": {"ap07": ap07}}))
+    write("ceiling-start-modified_aff-seed1-bf16-25ep.json", 1, 25, 76.0)
+    write("ceiling-start-scratch-modified_aff-seed1-bf16-25ep.json", 1, 25, 54.0, start=False)
+    write("ceiling-start-modified_aff-seed0-bf16-25ep.json", 0, 25, 69.0)  # no matched run: the neck reading
+    write("reading-neck-bilinear.json", 0, 25, 58.0, start=False, precision="auto")
+    write("ceiling-start-modified_aff-seed0.json", 0, 10, 61.0)  # the pilot, whose baseline is not on record
+    write("ceiling-start-scratch-modified_aff-seed0-bf16-25ep.json", 0, 10, 1.0, start=False)  # another budget
+    write("ceiling-start-modified-seed0.json", 0, 25, 99.0, variant="modified")  # another variant: not listed
+    runs = ce.start_runs(profile)
+    assert {n: r["val"]["ap07"] for n, r in runs.items()} == {
+        "seed 0, pretrained stages, 10 epochs": 61.0,
+        "seed 0, from scratch, 25 epochs": 58.0, "seed 0, pretrained stages, 25 epochs": 69.0,
+        "seed 1, from scratch, 25 epochs": 54.0, "seed 1, pretrained stages, 25 epochs": 76.0}
+    assert list(runs)[1:] == ["seed 0, from scratch, 25 epochs", "seed 0, pretrained stages, 25 epochs",
+                              "seed 1, from scratch, 25 epochs", "seed 1, pretrained stages, 25 epochs"]
+    write("ceiling-start-modified_aff-seed1-fp32-25ep.json", 1, 25, 70.0, precision="fp32")  # a replication
+    assert ce.start_runs(profile)["seed 1, pretrained stages, 25 epochs (fp32-25ep)"]["val"]["ap07"] == 70.0
+
+
+def test_ceiling_runs_need_both_runs_of_the_same_seed(tmp_path):
+    profile = ex.Profile("t", 10, 2, 6, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    metrics = profile.results_dir("metrics")
+    (metrics / "ceiling-modified_aff-seed1.json").write_text(json.dumps({"key": {"variant": "modified_aff", "seed": 1}}))
+    assert ce.ceiling_runs(profile, seed=1) == {}  # no default-data run beside it
+    (metrics / "reading-neck-bilinear.json").write_text(json.dumps({"key": {"variant": "modified_aff", "seed": 0}}))
+    assert ce.ceiling_runs(profile, seed=1) == {} and ce.ceiling_runs(profile, seed=0) == {}  # seeds differ; no seed 0
+    (metrics / "ceiling-modified_aff-seed0.json").write_text(json.dumps({"key": {"variant": "modified_aff", "seed": 0}}))
+    assert set(ce.ceiling_runs(profile, seed=0)) == {"default data", "easiest data"}

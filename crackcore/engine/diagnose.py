@@ -33,10 +33,8 @@ from tqdm import tqdm
 
 from ..data.dataset import CrackDataset
 from ..decode import PAPER, DecodeConfig, decode
-from ..inference.route import Route
-from ..inference.routes import build_route
+from ..inference.routes import as_route, forward
 from ..metrics import match, voc_ap
-from ..models import sigmoid_heatmap
 
 NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
 PHASE_PERIOD = 4  # the stride-4 backbone samples every 4th cell; two ×2 transposed convolutions repeat their taps so
@@ -77,11 +75,10 @@ def _forward(model, records, batch_size: int, precision: str, desc: str = ""):
     """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap) batch by batch, letterboxed as in evaluation, through the
     route `detect` runs (`model` is an eager model or a `Route`)."""
     ds = CrackDataset(records, model.input_size, train=False)
-    route = model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
+    route = as_route(model, precision)
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=not desc):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        out = route(torch.stack([im for im, _ in items]))
-        yield items, out, sigmoid_heatmap(out["hm"])
+        yield (items, *forward(route, torch.stack([im for im, _ in items])))
 
 
 def _decoded(model, records, decoding: DecodeConfig, precision: str):

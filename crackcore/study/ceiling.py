@@ -180,3 +180,34 @@ def synthetic_start(profile: Profile | str = "paper", variant: str = "modified_a
     result["verdict"] = start_verdict(result["val"]["ap07"], result["scratch_val_ap07"])
     save_json(out, result)
     return result
+
+
+def ceiling_runs(profile: Profile | str = "paper", variant: str = "modified_aff", seed: int = 0) -> dict[str, dict]:
+    """The ceiling run of `seed` on the EASIEST data beside the same protocol on the default data (the neck reading of
+    the same variant and seed), for `tables.ceiling_table`; {} until both exist."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    metrics = profile.results_dir("metrics")
+    files = {"default data": metrics / "reading-neck-bilinear.json",
+             "easiest data": metrics / tagged("ceiling", variant, seed)}
+    runs = {name: json.loads(f.read_text()) for name, f in files.items() if f.exists()}
+    same = len(runs) == 2 and all(r["key"]["variant"] == variant and r["key"]["seed"] == seed for r in runs.values())
+    return runs if same else {}
+
+
+def start_runs(profile: Profile | str = "paper", variant: str = "modified_aff") -> dict[str, dict]:
+    """Every pretrained start of `variant` on record, each after the from-scratch run it was judged against
+    (`scratch_baseline`), by budget then seed, named "seed S, from scratch | pretrained stages, E epochs"."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    files = profile.results_dir("metrics").glob(f"ceiling-start-{variant}-seed*.json")  # tagged's names
+    starts = [(json.loads(f.read_text()), f.stem) for f in files]
+    runs = {}
+    for r, stem in sorted(starts, key=lambda rs: (rs[0]["key"]["epochs"], rs[0]["seed"], rs[1])):
+        tag = stem.removeprefix(f"ceiling-start-{variant}-seed{r['seed']}").lstrip("-")
+        base, _ = scratch_baseline(profile, r["key"], tag)
+        if base:  # just before the start; a baseline two starts share sits before the later one
+            name = f"seed {r['seed']}, from scratch, {base['key']['epochs']} epochs"
+            runs.pop(name, None)
+            runs[name] = base
+        name = f"seed {r['seed']}, pretrained stages, {r['key']['epochs']} epochs"
+        runs[name if name not in runs else f"{name} ({tag or 'untagged'})"] = r  # a replication keeps its own row
+    return runs
