@@ -27,7 +27,7 @@ OTHER_ORDER_NOTEBOOKS := tests/notebooks/03_training_modified.ipynb tests/notebo
 # Another float order than this machine's default: an older CPU's kernels and one thread.
 OTHER_FLOAT_ORDER := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
 
-.PHONY: setup test quick reproduce seeds bench calibrate readings pool-reading neck-reading join-reading ceiling ceiling-start budget lab clean nbrefs nbtolerance chain
+.PHONY: setup test quick reproduce seeds bench calibrate readings pool-reading neck-reading hm-reading join-reading ceiling ceiling-start budget lab clean nbrefs nbtolerance chain
 
 setup: $(STAMP)
 
@@ -103,6 +103,10 @@ pool-reading: setup
 # The upsampling neck's start (PyTorch's init against bilinear upsampling) on the same validation split.
 neck-reading: setup
 	$(PY) -c "from crackcore.study.readings import neck_reading; r = neck_reading(); print(r['choice'])"
+
+# The heatmap head's hidden convs: PyTorch's init against He's, on the same validation split (~25 min on AVX-512 bf16).
+hm-reading: setup
+	$(PY) -c "from crackcore.study.readings import hm_reading; r = hm_reading(); print(r['val']['ap07'], r['choice'])"
 
 # How `predict` joins a long crack's pieces from neighbouring tiles, on 40 + 40 large synthetic photographs (~10 min).
 join-reading: setup

@@ -39,6 +39,9 @@ HEAD_INITS = ("default", "centernet")
 # How the transposed convolutions start: a smooth upsampling (chosen on a validation split: README, "Readings and
 # decisions"), or PyTorch's init, which every run before that reading trained with.
 NECK_INITS = ("bilinear", "default")
+# How the heatmap head's hidden 3×3 convs start (§IV-A leaves it open): PyTorch's init, under which each conv + ReLU
+# passes on ~0.4 of its input's RMS (the modified model's three convs ~15× less), or He's, which keeps it.
+HM_INITS = ("default", "he")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -69,19 +72,26 @@ def deconv_bn_relu(cin: int, cout: int, init: str = "bilinear") -> nn.Sequential
 
 
 def head(cin: int, cout: int, n_conv: int, mid: int = 64, bias: float | None = None,
-         init: str = "default") -> nn.Sequential:
+         init: str = "default", hidden: str = "default") -> nn.Sequential:
     """Detection head: `n_conv` 3×3 convs with ReLU (no BatchNorm, §IV-A) and a 1×1 output conv.
 
     Hidden convs keep PyTorch's default init (a small one would shrink the signal ~40× per layer through the
-    modified model's three stacked convs). The output conv gets `bias` (the heatmap prior) when given; with
+    modified model's three stacked convs), or with hidden="he" start as He et al. (normal, fan-in, ReLU gain; bias 0)
+    so that the signal keeps its scale through them. The output conv gets `bias` (the heatmap prior) when given; with
     init="centernet" it gets CenterNet's released regression init (weights std 0.001, bias 0), under which every
     size starts near 0 px and the size head collapses to one aspect ratio when trained from scratch.
     """
     if init not in HEAD_INITS:
         raise ValueError(f"unknown head init {init!r}; choose one of {', '.join(HEAD_INITS)}")
+    if hidden not in HM_INITS:
+        raise ValueError(f"unknown hm_init {hidden!r}; choose one of {', '.join(HM_INITS)}")
     layers: list[nn.Module] = []
     for i in range(n_conv):
-        layers += [nn.Conv2d(cin if i == 0 else mid, mid, 3, 1, 1), nn.ReLU(inplace=True)]
+        conv = nn.Conv2d(cin if i == 0 else mid, mid, 3, 1, 1)
+        if hidden == "he":
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
     out = nn.Conv2d(mid, cout, 1)
     if bias is not None:
         nn.init.constant_(out.bias, bias)
@@ -126,7 +136,8 @@ class AdaptiveFeatureFusion(nn.Module):
 class CenterNet(nn.Module):
     """CenterNet detector (§III): backbone → upsampling neck → [AFF] → `hm`, `wh` (and `reg` at stride 4) heads."""
 
-    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE, neck_init: str = "bilinear"):
+    def __init__(self, variant: str, wh_init: str = "default", wh_scale: float = WH_SCALE, neck_init: str = "bilinear",
+                 hm_init: str = "default"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -140,7 +151,7 @@ class CenterNet(nn.Module):
         self.aff = AdaptiveFeatureFusion(up[-1]) if variant == "modified_aff" else None
         n_conv = 3 if modified else 1
         bias = -math.log((1 - HM_PRIOR) / HM_PRIOR)
-        self.heads = nn.ModuleDict({"hm": head(up[-1], 1, n_conv, bias=bias),
+        self.heads = nn.ModuleDict({"hm": head(up[-1], 1, n_conv, bias=bias, hidden=hm_init),
                                     "wh": head(up[-1], 2, n_conv, init=wh_init)})
         if not modified:
             self.heads["reg"] = head(up[-1], 2, n_conv, init="centernet")  # offsets live in [0, 1): start at 0
@@ -176,9 +187,9 @@ class CenterNet(nn.Module):
 
 
 def build_model(variant: str, imagenet: str | Path | None = None, wh_init: str = "default",
-                wh_scale: float = WH_SCALE, neck_init: str = "bilinear") -> CenterNet:
+                wh_scale: float = WH_SCALE, neck_init: str = "bilinear", hm_init: str = "default") -> CenterNet:
     """One of Table I's three detectors, from scratch or with a local torchvision ResNet-18 state dict."""
-    model = CenterNet(variant, wh_init, wh_scale, neck_init)
+    model = CenterNet(variant, wh_init, wh_scale, neck_init, hm_init)
     if imagenet is not None:
         load_imagenet(model, imagenet)
     return model

@@ -145,3 +145,27 @@ def test_unknown_neck_init_is_a_clear_error():
         TrainConfig(neck_init="nearest")
     with pytest.raises(ValueError, match="neck init"):
         build_model("modified", neck_init="nearest")
+
+
+@pytest.mark.parametrize("hm_init", ["default", "he"])
+def test_heatmap_head_hidden_start_sets_how_much_signal_reaches_its_output(hm_init):
+    """PyTorch's init passes ~0.4 of the RMS through each conv + ReLU (variance × 1/3 × 1/2), He's about all of it."""
+    torch.manual_seed(0)
+    hm = build_model("modified", hm_init=hm_init).heads["hm"]
+    x = torch.randn(2, 128, 20, 20).relu()  # (B, C, H, W): post-ReLU features as the neck gives them
+    with torch.no_grad():
+        y = hm[:-1](x)  # the three hidden convs with their ReLUs
+    ratio = float(y.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+    assert (0.3 < ratio < 1.5) if hm_init == "he" else (0.03 < ratio < 0.15)  # ≈ 0.41³ ≈ 0.07 for PyTorch's
+    if hm_init == "he":  # the heatmap head alone: the size head keeps PyTorch's init (its random biases)
+        model = build_model("modified", hm_init=hm_init)
+        assert all(not c.bias.any() for c in model.heads["hm"][:-1] if isinstance(c, torch.nn.Conv2d))
+        assert all(c.bias.abs().min() > 0 for c in model.heads["wh"][:-1] if isinstance(c, torch.nn.Conv2d))
+
+
+def test_unknown_hm_init_is_a_clear_error():
+    from crackcore.engine.config import TrainConfig
+    with pytest.raises(ValueError, match="hm_init"):
+        TrainConfig(hm_init="xavier")
+    with pytest.raises(ValueError, match="hm_init"):
+        build_model("modified", hm_init="xavier")

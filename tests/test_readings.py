@@ -179,3 +179,26 @@ def test_neck_reading_compares_only_with_runs_of_pytorchs_init_on_the_same_data(
     (metrics / "reading-pool.json").write_text(json.dumps({"key": {"data": "px"}, "val": {"3": {"ap07": 39.5}}}))
     r = rd.neck_reading(profile, progress=False)
     assert r["choice"] == "default"  # +0.5 over the best run of PyTorch's init: within the margin
+
+
+def test_hm_rule_needs_more_than_the_measured_training_noise():
+    assert rd.choose_hm({"val": {"ap07": 61.5}}, {"val": {"ap07": 58.5}}) == "default"  # +3.0: two trainings' spread
+    assert rd.choose_hm({"val": {"ap07": 61.6}}, {"val": {"ap07": 58.5}}) == "he"
+    assert rd.choose_hm({"val": {"ap07": 50.0}}, {"val": {"ap07": 58.5}}) == "default"
+
+
+def test_hm_reading_compares_with_the_default_head_of_the_same_settings_only(tmp_path, monkeypatch):
+    profile = ex.Profile("t", 10, 2, 2, tmp_path / "data", tmp_path / "runs", tmp_path / "results", ONE_EPOCH)
+    metrics = profile.results_dir("metrics")
+    key = {"data": "px", "seed": 0, "neck_init": "bilinear"}
+    monkeypatch.setattr(rd, "reading", lambda *a, **k: {"key": {**key, "hm_init": "he"}, "val": {"ap07": 62.0}})
+    with pytest.raises(FileNotFoundError, match="neck-reading"):
+        rd.hm_reading(profile, progress=False)  # nothing of the default head on record
+    neck = metrics / "reading-neck-bilinear.json"
+    neck.write_text(json.dumps({"key": {**key, "data": "other"}, "val": {"ap07": 50.0}}))
+    with pytest.raises(ValueError, match="other settings"):
+        rd.hm_reading(profile, progress=False)  # another generator's data: not a comparison
+    neck.write_text(json.dumps({"key": key, "val": {"ap07": 58.5}}))
+    r = rd.hm_reading(profile, progress=False)
+    assert (r["default_val_ap07"], r["choice"]) == (58.5, "he")
+    assert json.loads((metrics / "reading-hm-he.json").read_text())["choice"] == "he"

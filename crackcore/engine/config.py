@@ -14,7 +14,7 @@ from ..data.transforms import AugmentConfig
 from ..flags import nested_configs
 from ..labels import LabelConfig
 from ..losses import LossConfig
-from ..models import NECK_INITS, VARIANTS, WH_SCALE
+from ..models import HM_INITS, NECK_INITS, VARIANTS, WH_SCALE
 from ..storage import portable_path
 
 
@@ -46,11 +46,13 @@ class TrainConfig:
     wh_init: str = "mean"  # size head start: mean (default init, bias at the mean training size) | default | centernet
     wh_scale: float = WH_SCALE  # the size head's fixed output scale (1 with wh_init=centernet is CenterNet's head)
     neck_init: str = "bilinear"  # upsampling deconvolutions' start: bilinear (1×1, then bilinear ×2) | default (PyTorch's)
+    hm_init: str = "default"  # heatmap head's hidden convs' start: default (PyTorch's) | he (keeps the signal's scale)
     loss: LossConfig = LossConfig()  # eq. (1)'s α, β and eq. (5)'s weights
 
     def __post_init__(self):
         """Choices are checked when the config is made, before any file is read: a typo fails first and alone."""
-        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS), ("neck_init", NECK_INITS)):
+        for name, allowed in (("variant", VARIANTS), ("wh_init", WH_INITS), ("neck_init", NECK_INITS),
+                              ("hm_init", HM_INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.init and self.imagenet:  # both would write the backbone: the run would have two parents
@@ -62,9 +64,9 @@ NESTED_FIELDS = nested_configs(TrainConfig())  # configs of their own, stored wh
 # Knobs added after runs were published, with the value every earlier run trained with. Records are compared
 # without them where they hold that value, so a run recorded before a knob existed still matches a run asked for
 # today with that knob unchanged (published checkpoints are restored, finished runs resumed, not retrained).
-LATER_FIELDS = {"init": "", "neck_init": "default", "label_shape": "round", "alpha": 2.0, "beta": 4.0, "crop_p": 0.5,
-                "crop_scale": [0.6, 1.0], "min_visibility": 0.3, "min_size": 1.0, "hflip_p": 0.5, "vflip_p": 0.5,
-                "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0}
+LATER_FIELDS = {"init": "", "neck_init": "default", "hm_init": "default", "label_shape": "round", "alpha": 2.0,
+                "beta": 4.0, "crop_p": 0.5, "crop_scale": [0.6, 1.0], "min_visibility": 0.3, "min_size": 1.0,
+                "hflip_p": 0.5, "vflip_p": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0}
 
 
 class ConfigMismatch(ValueError):

@@ -116,7 +116,7 @@ def load_parent(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], dict]:
 def new_model(cfg: TrainConfig, records, weights: dict[str, torch.Tensor] | None = None):
     """The detector a run starts from (§IV-B): untrained, size bias at the training mean size, or a parent's weights."""
     model = build_model(cfg.variant, cfg.imagenet or None, "centernet" if cfg.wh_init == "centernet" else "default",
-                        cfg.wh_scale, cfg.neck_init)
+                        cfg.wh_scale, cfg.neck_init, cfg.hm_init)
     if weights is not None:
         model.load_state_dict(weights)  # strict; no mean-size bias after it: the parent has learned its sizes
     elif cfg.wh_init == "mean":
