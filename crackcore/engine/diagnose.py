@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..data.dataset import CrackDataset
 from ..decode import PAPER, DecodeConfig, decode
-from ..inference.routes import as_route, forward
+from ..inference.routes import forward, to_route
 from ..metrics import match, voc_ap
 
 NMS_IOUS = (0.3, 0.5, 0.7)  # box-NMS IoUs whose AP `decompose` reports beside the paper's decoder
@@ -75,7 +75,7 @@ def _forward(model, records, batch_size: int, precision: str, desc: str = ""):
     """Yield (items, raw outputs, (B, 1, H/s, W/s) heatmap) batch by batch, letterboxed as in evaluation, through the
     route `detect` runs (`model` is an eager model or a `Route`)."""
     ds = CrackDataset(records, model.input_size, train=False)
-    route = as_route(model, precision)
+    route = to_route(model, precision)
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=not desc):
         items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
         yield (items, *forward(route, torch.stack([im for im, _ in items])))

@@ -180,7 +180,7 @@ def build_route(name: str, model, calib_images: torch.Tensor | None = None, **op
     return ROUTES[name][0](model.eval(), calib_images, **options)
 
 
-def as_route(model, precision: str = "fp32") -> Route:
+def to_route(model, precision: str = "fp32") -> Route:
     """`model` itself when it is a `Route` (which brings its own precision), else the eager route of `precision`."""
     return model if isinstance(model, Route) else build_route("bf16" if precision == "bf16" else "fp32", model)
 
@@ -195,15 +195,15 @@ def detect(model, images: torch.Tensor, *, decoding: DecodeConfig = PAPER, preci
            clip: bool = True):
     """§IV-C on a (B, 3, S, S) batch in [0, 1]: forward, sigmoid, decode; returns (detections, heatmap max per image).
 
-    `model` is any `Route` or an eager model (see `as_route`). `predict` and the bench's timings detect through here;
+    `model` is any `Route` or an eager model (see `to_route`). `predict` and the bench's timings detect through here;
     evaluation and the bench's AP of each route decode the same `forward` in `engine.diagnose.split_outputs`, which
     also keeps the raw size map for the diagnosis.
     """
-    route = as_route(model, precision)
+    route = to_route(model, precision)
     out, heat = forward(route, images)  # heat: (B, 1, H/s, W/s)
     dets = decode(heat, out["wh"], out.get("reg"), stride=route.stride, decoding=decoding, clip=clip)
     return dets, heat.amax(dim=(1, 2, 3)).cpu()
 
 
-__all__ = ["ROUTES", "ROUTE_OPTIONS", "FP32_EXACT", "CALIBRATED", "as_route", "auto_route", "build_route", "detect",
-           "forward", "route_names"]
+__all__ = ["ROUTES", "ROUTE_OPTIONS", "FP32_EXACT", "CALIBRATED", "auto_route", "build_route", "detect", "forward",
+           "route_names", "to_route"]
